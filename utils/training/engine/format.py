@@ -1,0 +1,189 @@
+"""The checkpoint format: every key, its meaning, and the format version.
+
+A checkpoint is a flat dict saved with ``torch.save``. It holds only tensors,
+numbers, strings, bools, None, lists, tuples and dicts, so that
+``torch.load(path, weights_only=True)`` reads it without unpickling any code.
+docs/checkpoint-format.md lists the same keys for users.
+
+Besides the pickled dict, every checkpoint written by this engine carries a
+small JSON record inside its zip archive (``METADATA_RECORD``) with the
+epoch, step, metrics, history and config, so that the listing reads a few
+hundred bytes instead of the tensors.
+
+Three kinds of file are understood:
+
+* ``full``   -- written by this engine (has ``format_version``).
+* ``legacy`` -- written by the notebook's earlier training cell: a dict with
+  ``model_state_dict``, ``epoch``, ``global_step``, ``timestamp``, ``metrics``
+  and no ``format_version``.
+* ``bare``   -- a plain ``state_dict`` (only tensors), e.g. ``torch.save(model.state_dict())``.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+
+__all__ = [
+    "FORMAT_VERSION",
+    "METADATA_RECORD",
+    "FORMAT_VERSION_KEY",
+    "MODEL_STATE_KEY",
+    "OPTIMIZER_STATE_KEY",
+    "SCHEDULER_STATE_KEY",
+    "SCALER_STATE_KEY",
+    "EPOCH_KEY",
+    "GLOBAL_STEP_KEY",
+    "TIMESTAMP_KEY",
+    "METRICS_KEY",
+    "HISTORY_KEY",
+    "CONFIG_KEY",
+    "RNG_STATE_KEY",
+    "DATA_STATE_KEY",
+    "STEP_LOSSES_KEY",
+    "METRIC_NAMES",
+    "METADATA_KEYS",
+    "build_checkpoint",
+    "checkpoint_kind",
+    "metadata_of",
+    "model_state_of",
+    "now_iso",
+]
+
+# Bumped when a key changes meaning; readers accept every version up to this one.
+FORMAT_VERSION = 1
+# Name of the JSON member appended to the zip archive (inside its top folder).
+METADATA_RECORD = "checkpoint_meta.json"
+
+FORMAT_VERSION_KEY = "format_version"  # int; absent in legacy files
+MODEL_STATE_KEY = "model_state_dict"  # {name: tensor}, the model's weights and buffers
+OPTIMIZER_STATE_KEY = "optimizer_state_dict"  # optimizer.state_dict(), or None
+SCHEDULER_STATE_KEY = "scheduler_state_dict"  # LR scheduler state, present when one is used
+SCALER_STATE_KEY = "scaler_state_dict"  # torch.amp.GradScaler state, present with mixed precision
+EPOCH_KEY = "epoch"  # int, 0-based index of the epoch the checkpoint was written in
+GLOBAL_STEP_KEY = "global_step"  # int, optimizer steps taken so far
+TIMESTAMP_KEY = "timestamp"  # str, ISO-8601 local time of the save
+METRICS_KEY = "metrics"  # {"train_loss", "val_loss", "learning_rate"}: floats or None
+HISTORY_KEY = "history"  # list of per-epoch metric dicts, oldest first
+CONFIG_KEY = "config"  # {"model": {...}, "training": {...}}: enough to rebuild the model
+RNG_STATE_KEY = "rng_state"  # random generator states (tensors / plain lists), for exact resume
+DATA_STATE_KEY = "data_state"  # {"epoch", "batch_in_epoch", "batches_per_epoch", "seed"}
+STEP_LOSSES_KEY = "step_losses"  # float64 tensor: the training loss of every step so far
+
+METRIC_NAMES = ("train_loss", "val_loss", "learning_rate")
+# The keys copied into the JSON metadata record (small values only).
+METADATA_KEYS = (
+    FORMAT_VERSION_KEY,
+    EPOCH_KEY,
+    GLOBAL_STEP_KEY,
+    TIMESTAMP_KEY,
+    METRICS_KEY,
+    HISTORY_KEY,
+    CONFIG_KEY,
+    DATA_STATE_KEY,
+)
+
+
+def now_iso() -> str:
+    """The current local time as an ISO-8601 string with seconds."""
+    return _dt.datetime.now().isoformat(timespec="seconds")
+
+
+def _clean_metrics(metrics: Mapping[str, Any] | None) -> dict[str, float | None]:
+    """Floats for the known metrics (None when absent or not finite), extras kept."""
+    cleaned: dict[str, float | None] = {}
+    metrics = dict(metrics or {})
+    for name in METRIC_NAMES:
+        value = metrics.pop(name, None)
+        cleaned[name] = _finite_or_none(value)
+    for name, value in metrics.items():  # extra metrics a user logs
+        if isinstance(value, (int, float)):
+            cleaned[str(name)] = _finite_or_none(value)
+    return cleaned
+
+
+def _finite_or_none(value: Any) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, torch.Tensor):
+        value = value.item()
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def build_checkpoint(
+    *,
+    model_state: Mapping[str, torch.Tensor],
+    epoch: int,
+    global_step: int,
+    metrics: Mapping[str, Any] | None = None,
+    optimizer_state: Mapping[str, Any] | None = None,
+    scheduler_state: Mapping[str, Any] | None = None,
+    scaler_state: Mapping[str, Any] | None = None,
+    history: list | None = None,
+    config: Mapping[str, Any] | None = None,
+    rng_state: Mapping[str, Any] | None = None,
+    data_state: Mapping[str, Any] | None = None,
+    step_losses: torch.Tensor | None = None,
+    timestamp: str | None = None,
+) -> dict[str, Any]:
+    """Assemble a checkpoint dict in the current format.
+
+    Optional parts that are ``None`` are left out (``optimizer_state_dict`` is
+    always present, possibly None, because the legacy format had it).
+    """
+    checkpoint: dict[str, Any] = {
+        FORMAT_VERSION_KEY: FORMAT_VERSION,
+        EPOCH_KEY: int(epoch),
+        GLOBAL_STEP_KEY: int(global_step),
+        TIMESTAMP_KEY: timestamp or now_iso(),
+        METRICS_KEY: _clean_metrics(metrics),
+        HISTORY_KEY: [dict(_clean_metrics(row), **_row_counters(row)) for row in (history or [])],
+        CONFIG_KEY: dict(config or {}),
+        MODEL_STATE_KEY: dict(model_state),
+        OPTIMIZER_STATE_KEY: optimizer_state,
+    }
+    optional = {
+        SCHEDULER_STATE_KEY: scheduler_state,
+        SCALER_STATE_KEY: scaler_state,
+        RNG_STATE_KEY: rng_state,
+        DATA_STATE_KEY: dict(data_state) if data_state is not None else None,
+        STEP_LOSSES_KEY: step_losses,
+    }
+    checkpoint.update({key: value for key, value in optional.items() if value is not None})
+    return checkpoint
+
+
+def _row_counters(row: Mapping[str, Any]) -> dict[str, int]:
+    """The integer counters of a history row (epoch, global_step)."""
+    return {k: int(row[k]) for k in (EPOCH_KEY, GLOBAL_STEP_KEY) if row.get(k) is not None}
+
+
+def checkpoint_kind(obj: Any) -> str | None:
+    """``"full"``, ``"legacy"``, ``"bare"``, or ``None`` when ``obj`` holds no weights."""
+    if not isinstance(obj, Mapping) or not obj:
+        return None
+    if isinstance(obj.get(MODEL_STATE_KEY), Mapping):
+        return "full" if FORMAT_VERSION_KEY in obj else "legacy"
+    if all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()):
+        return "bare"
+    return None
+
+
+def model_state_of(obj: Any) -> Mapping[str, torch.Tensor] | None:
+    """The weights inside a loaded checkpoint of any kind; ``None`` when there are none."""
+    kind = checkpoint_kind(obj)
+    if kind is None:
+        return None
+    return obj if kind == "bare" else obj[MODEL_STATE_KEY]
+
+
+def metadata_of(obj: Mapping[str, Any]) -> dict[str, Any]:
+    """The small, JSON-serialisable part of a checkpoint (what the listing shows)."""
+    meta = {key: obj[key] for key in METADATA_KEYS if key in obj}
+    meta.setdefault(METRICS_KEY, {})
+    return meta

@@ -1,0 +1,99 @@
+"""Checkpoint file names: one pattern writes them and the same pattern parses them.
+
+``checkpoint_epoch{EPOCH:04d}_step{STEP:06d}_{YYYYmmdd_HHMMSS}.pt``
+
+Ordering always uses the parsed numbers, never the string, so that epoch 9
+comes before epoch 10 and step 999999 before step 1000000 (wider numbers are
+allowed; the widths are minimums).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = [
+    "CHECKPOINT_PREFIX",
+    "CHECKPOINT_SUFFIX",
+    "TEMP_MARKER",
+    "ParsedName",
+    "checkpoint_filename",
+    "parse_checkpoint_filename",
+    "is_temporary_file",
+    "temporary_path_for",
+]
+
+CHECKPOINT_PREFIX = "checkpoint"
+CHECKPOINT_SUFFIX = ".pt"
+# A save in progress is written to ".<final name>.tmp-<pid>-<random>"; the
+# leading dot hides it from file browsers and the marker from the listing.
+TEMP_MARKER = ".tmp-"
+_TIMESTAMP_FORMAT = "%Y%m%d_%H%M%S"
+
+_NAME_RE = re.compile(
+    rf"^{CHECKPOINT_PREFIX}_epoch(?P<epoch>\d{{4,}})_step(?P<step>\d{{6,}})"
+    rf"_(?P<stamp>\d{{8}}_\d{{6}}){re.escape(CHECKPOINT_SUFFIX)}$"
+)
+
+
+@dataclass(frozen=True)
+class ParsedName:
+    """The numbers a checkpoint file name carries."""
+
+    epoch: int
+    global_step: int
+    timestamp: _dt.datetime
+
+    @property
+    def sort_key(self) -> tuple[int, int, _dt.datetime]:
+        return (self.global_step, self.epoch, self.timestamp)
+
+
+def checkpoint_filename(epoch: int, global_step: int, when: _dt.datetime | None = None) -> str:
+    """Return the file name for a checkpoint of ``epoch`` at ``global_step``.
+
+    Args:
+        epoch: the epoch index (0-based) the checkpoint was written in.
+        global_step: optimizer steps taken so far.
+        when: the time stamp to embed; defaults to now (local time).
+
+    Raises:
+        ValueError: a negative epoch or step.
+    """
+    if epoch < 0 or global_step < 0:
+        raise ValueError(f"epoch and global_step must be >= 0, got {epoch=} {global_step=}")
+    when = when or _dt.datetime.now()
+    return (
+        f"{CHECKPOINT_PREFIX}_epoch{epoch:04d}_step{global_step:06d}"
+        f"_{when.strftime(_TIMESTAMP_FORMAT)}{CHECKPOINT_SUFFIX}"
+    )
+
+
+def parse_checkpoint_filename(name: str | os.PathLike) -> ParsedName | None:
+    """Parse a checkpoint file name (or path); ``None`` when it is not one."""
+    match = _NAME_RE.match(Path(name).name)
+    if match is None:
+        return None
+    try:
+        stamp = _dt.datetime.strptime(match["stamp"], _TIMESTAMP_FORMAT)
+    except ValueError:  # e.g. month 13: the name only looks like ours
+        return None
+    return ParsedName(int(match["epoch"]), int(match["step"]), stamp)
+
+
+def is_temporary_file(name: str | os.PathLike) -> bool:
+    """True for the leftovers of a save that did not finish."""
+    base = Path(name).name
+    return base.startswith(".") and TEMP_MARKER in base
+
+
+def temporary_path_for(final_path: Path) -> Path:
+    """A unique temporary path in the same folder as ``final_path``.
+
+    Same folder, so that the final rename stays on one file system and is atomic.
+    """
+    token = os.urandom(4).hex()
+    return final_path.with_name(f".{final_path.name}{TEMP_MARKER}{os.getpid()}-{token}")

@@ -1,0 +1,53 @@
+"""Wrapper prefixes in parameter names: one place that knows them.
+
+``torch.nn.DataParallel`` and ``DistributedDataParallel`` add ``module.`` to
+every key; ``torch.compile`` adds ``_orig_mod.``. They can stack
+(``module._orig_mod.``). The saver stores clean names; the loader strips the
+prefixes of files written by other code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TypeVar
+
+import torch
+
+__all__ = ["WRAPPER_PREFIXES", "strip_wrapper_prefixes", "unwrap_model"]
+
+WRAPPER_PREFIXES = ("module.", "_orig_mod.")
+
+V = TypeVar("V")
+
+
+def strip_wrapper_prefixes(state_dict: Mapping[str, V]) -> tuple[dict[str, V], list[str]]:
+    """Remove wrapper prefixes shared by every key.
+
+    A prefix is stripped only when *all* keys carry it, so a model that has a
+    real submodule called ``module`` keeps its names.
+
+    Returns:
+        The renamed dict (same values, same order) and the prefixes removed, in order.
+    """
+    stripped: list[str] = []
+    current = dict(state_dict)
+    while current:
+        prefix = next((p for p in WRAPPER_PREFIXES if all(k.startswith(p) for k in current)), None)
+        if prefix is None:
+            break
+        current = {key[len(prefix) :]: value for key, value in current.items()}
+        stripped.append(prefix)
+    return current, stripped
+
+
+def unwrap_model(model: torch.nn.Module) -> torch.nn.Module:
+    """The plain module inside DataParallel / DDP / torch.compile wrappers."""
+    while True:
+        inner = getattr(model, "_orig_mod", None) or (
+            model.module
+            if isinstance(model, (torch.nn.DataParallel, torch.nn.parallel.DistributedDataParallel))
+            else None
+        )
+        if inner is None:
+            return model
+        model = inner
