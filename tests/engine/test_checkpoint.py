@@ -1,0 +1,225 @@
+"""save_checkpoint: atomic, safe to load with weights_only=True, retention that keeps best and newest."""
+
+from __future__ import annotations
+
+import collections
+import errno
+import json
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from utils.training.engine import format as fmt
+from utils.training.engine.checkpoint import (
+    RetentionPolicy,
+    apply_retention,
+    check_weights_only_safe,
+    metadata_record,
+    save_checkpoint,
+    write_checkpoint_file,
+)
+from utils.training.engine.errors import CheckpointSaveError
+from utils.training.engine.naming import is_temporary_file, temporary_path_for
+
+from .helpers import TinyNet, save, stepped_optimizer, write_legacy
+
+
+def _every_part():
+    model = TinyNet()
+    optimizer = stepped_optimizer(model)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=1)
+    return {
+        "model": model,
+        "optimizer": optimizer,
+        "scheduler": scheduler,
+        "scaler": {"scale": 65536.0, "growth_factor": 2.0, "_growth_tracker": 3},
+        "history": [
+            {"epoch": 0, "global_step": 5, "train_loss": 2.5, "val_loss": 2.4, "learning_rate": 1e-3}
+        ],
+        "config": {"model": {"n_layer": 2, "n_embd": 8}, "training": {"lr": 1e-3, "betas": (0.9, 0.95)}},
+        "rng_state": {
+            "torch": torch.get_rng_state(),
+            "python": [3, list(range(5)), None],
+            "numpy": ["MT19937", [1, 2]],
+        },
+        "data_state": {"epoch": 1, "batch_in_epoch": 3, "batches_per_epoch": 10, "seed": 1337},
+        "step_losses": torch.tensor([2.5, 2.4, 2.3], dtype=torch.float64),
+    }
+
+
+def _files(folder):
+    return sorted(p.name for p in folder.iterdir())
+
+
+class TestSaveCheckpoint:
+    def test_weights_only_round_trip_of_every_key(self, tmp_path):
+        parts = _every_part()
+        model = parts.pop("model")
+        path = save_checkpoint(
+            tmp_path,
+            model,
+            parts.pop("optimizer"),
+            epoch=1,
+            global_step=13,
+            metrics={"train_loss": 2.3, "val_loss": 2.4, "learning_rate": 1e-3},
+            **parts,
+        )
+        loaded = torch.load(path, weights_only=True)
+        for name, tensor in model.state_dict().items():
+            assert torch.equal(loaded["model_state_dict"][name], tensor)
+        assert loaded["optimizer_state_dict"]["state"][0]["exp_avg"].shape == model.fc1.weight.shape
+        assert loaded["scheduler_state_dict"]["step_size"] == 1
+        assert loaded["scaler_state_dict"]["_growth_tracker"] == 3
+        assert torch.equal(loaded["rng_state"]["torch"], parts["rng_state"]["torch"])
+        assert loaded["rng_state"]["python"] == [3, [0, 1, 2, 3, 4], None]
+        assert loaded["data_state"] == parts["data_state"]
+        assert torch.equal(loaded["step_losses"], parts["step_losses"])
+        assert loaded["config"]["training"]["betas"] == (0.9, 0.95)
+        assert (loaded["epoch"], loaded["global_step"], loaded["format_version"]) == (
+            1,
+            13,
+            fmt.FORMAT_VERSION,
+        )
+        assert loaded["history"][0]["val_loss"] == 2.4 and isinstance(loaded["timestamp"], str)
+
+    def test_name_and_returned_path(self, tmp_path):
+        path = save(tmp_path, epoch=9, step=9)
+        assert path.parent == tmp_path and path.name.startswith("checkpoint_epoch0009_step000009_")
+
+    def test_creates_missing_folder(self, tmp_path):
+        path = save(tmp_path / "a" / "b", epoch=0, step=1)
+        assert path.exists()
+
+    def test_json_record_is_the_last_archive_member(self, tmp_path):
+        path = save(tmp_path, epoch=2, step=20, val_loss=1.25)
+        with zipfile.ZipFile(path) as archive:
+            last = archive.namelist()[-1]
+            record = json.loads(archive.read(last))
+        assert last.endswith("/" + fmt.METADATA_RECORD) and last.count("/") == 1
+        assert record["metrics"]["val_loss"] == 1.25 and record["has_optimizer"] is False
+
+    def test_wrapper_prefix_is_not_saved(self, tmp_path):
+        path = save(tmp_path, epoch=0, step=1, model=torch.nn.DataParallel(TinyNet()))
+        keys = torch.load(path, weights_only=True)["model_state_dict"].keys()
+        assert keys and not any(k.startswith("module.") for k in keys)
+
+    def test_no_temporary_file_remains(self, tmp_path):
+        save(tmp_path, epoch=0, step=1)
+        assert not [n for n in _files(tmp_path) if is_temporary_file(n)]
+
+    def test_disk_full_keeps_earlier_files_and_leaves_no_temp(self, tmp_path, monkeypatch):
+        earlier = save(tmp_path, epoch=0, step=1)
+        before = earlier.read_bytes()
+
+        def full_disk(obj, file, *args, **kwargs):
+            file.write(b"PK\x03\x04 partial")
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        monkeypatch.setattr(torch, "save", full_disk)
+        with pytest.raises(CheckpointSaveError, match=r"No space left on device[\s\S]*Fix: Free disk space"):
+            save(tmp_path, epoch=1, step=2)
+        assert _files(tmp_path) == [earlier.name] and earlier.read_bytes() == before
+
+    def test_folder_that_is_a_file_raises_save_error(self, tmp_path):
+        blocker = tmp_path / "file"
+        blocker.write_text("x")
+        with pytest.raises(CheckpointSaveError, match="could not save"):
+            save(blocker, epoch=0, step=1)
+
+    def test_value_refused_by_weights_only_is_reported_before_writing(self, tmp_path):
+        with pytest.raises(TypeError, match=r"\['rng_state'\]\['numpy'\] is a numpy.ndarray"):
+            save(tmp_path, epoch=0, step=1, rng_state={"numpy": np.zeros(3)})
+        assert not tmp_path.exists() or _files(tmp_path) == []
+
+    def test_stale_temp_of_dead_writer_removed_live_one_kept(self, tmp_path):
+        dead = subprocess.run(
+            [sys.executable, "-c", "import os; print(os.getpid())"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        stale = tmp_path / f".checkpoint_x.pt.tmp-{int(dead.stdout)}-abcd"
+        live = temporary_path_for(tmp_path / "checkpoint_y.pt")  # this process: alive
+        stale.write_bytes(b"x")
+        live.write_bytes(b"x")
+        save(tmp_path, epoch=0, step=1)
+        assert not stale.exists() and live.exists()
+
+    def test_default_retention_keeps_three(self, tmp_path):
+        for step in range(1, 6):
+            save(tmp_path, epoch=step, step=step, val_loss=float(step), retention=RetentionPolicy())
+        assert len(_files(tmp_path)) == 3  # best (step 1) + newest two
+
+
+class TestRetentionPolicy:
+    def test_defaults(self):
+        assert (RetentionPolicy().keep_best, RetentionPolicy().keep_last) == (1, 2)
+
+    @pytest.mark.parametrize("kwargs", [{"keep_last": 0}, {"keep_best": -1}, {"keep_last": 1.5}])
+    def test_invalid_values(self, kwargs):
+        with pytest.raises(ValueError, match="expected an integer"):
+            RetentionPolicy(**kwargs)
+
+
+class TestApplyRetention:
+    def test_never_deletes_best_or_newest(self, tmp_path):
+        paths = [save(tmp_path, epoch=i, step=i, val_loss=v) for i, v in enumerate([0.5, 3.0, 2.0, 4.0, 9.0])]
+        apply_retention(tmp_path, RetentionPolicy(keep_best=1, keep_last=1))
+        assert _files(tmp_path) == sorted([paths[0].name, paths[4].name])
+
+    def test_unrelated_legacy_and_broken_files_are_never_deleted(self, tmp_path):
+        legacy = write_legacy(tmp_path, epoch=0, step=0, val_loss=9.0)
+        (tmp_path / "notes.txt").write_text("mine")
+        (tmp_path / "checkpoint_epoch0000_step000001_20250101_000000.pt").write_bytes(b"")
+        (tmp_path / "model.pt").write_bytes(b"junk")
+        keep = {p.name for p in tmp_path.iterdir()}
+        for step in range(2, 6):
+            save(tmp_path, epoch=step, step=step, val_loss=float(step))
+        deleted = apply_retention(tmp_path, RetentionPolicy(keep_best=1, keep_last=1))
+        assert keep <= set(_files(tmp_path)) and legacy.exists()
+        assert len(deleted) == 2
+
+    def test_protected_path_survives(self, tmp_path):
+        old = save(tmp_path, epoch=0, step=1, val_loss=5.0)
+        save(tmp_path, epoch=1, step=2, val_loss=1.0)
+        save(tmp_path, epoch=2, step=3, val_loss=2.0)
+        apply_retention(tmp_path, RetentionPolicy(keep_best=1, keep_last=1), protect=[old])
+        assert old.exists() and len(_files(tmp_path)) == 3
+
+
+class TestWriteCheckpointFile:
+    def test_writes_dict_with_record(self, tmp_path):
+        checkpoint = fmt.build_checkpoint(model_state=TinyNet().state_dict(), epoch=0, global_step=3)
+        path = write_checkpoint_file(tmp_path / "x.pt", checkpoint)
+        assert torch.load(path, weights_only=True)["global_step"] == 3
+        assert _files(tmp_path) == ["x.pt"]
+
+
+class TestMetadataRecord:
+    def test_facts_added(self):
+        checkpoint = fmt.build_checkpoint(
+            model_state=TinyNet().state_dict(),
+            epoch=0,
+            global_step=3,
+            rng_state={"torch": torch.get_rng_state()},
+        )
+        record = metadata_record(checkpoint)
+        assert record["has_rng_state"] is True and record["has_optimizer"] is False
+        assert record["tensor_count"] == 5  # 4 weights + the RNG state
+        json.dumps(record)
+
+
+class TestCheckWeightsOnlySafe:
+    def test_plain_values_pass(self):
+        check_weights_only_safe({"a": [1, 2.0, "x", None, (True,)], "t": torch.ones(1), "d": torch.float16})
+
+    @pytest.mark.parametrize("value", [os.environ, collections.defaultdict(int), Path("x")])
+    def test_object_is_named(self, value):
+        with pytest.raises(TypeError, match=r"checkpoint\['cfg'\] is a .*weights_only=True\) refuses"):
+            check_weights_only_safe({"cfg": value})

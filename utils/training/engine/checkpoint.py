@@ -1,0 +1,232 @@
+"""Saving checkpoints: one call builds the dict, writes it atomically and applies retention.
+
+A save either completes or changes nothing: the file is written under a
+temporary name in the same folder, its JSON metadata record is appended, it
+is fsynced and renamed into place (see :mod:`atomic`). Only then are old
+checkpoints deleted by the retention policy.
+"""
+
+from __future__ import annotations
+
+import collections
+import datetime as _dt
+import json
+import os
+import warnings
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import torch
+
+from . import format as fmt
+from .archive import append_member
+from .atomic import atomic_write, free_space_text, remove_stale_temporary_files
+from .errors import CheckpointSaveError
+from .naming import checkpoint_filename, parse_checkpoint_filename
+from .prefixes import unwrap_model
+from .retention import RetentionCandidate, RetentionPolicy, select_for_deletion
+
+__all__ = [
+    "RetentionPolicy",
+    "apply_retention",
+    "check_weights_only_safe",
+    "metadata_record",
+    "save_checkpoint",
+    "write_checkpoint_file",
+]
+
+# What torch.load(weights_only=True) accepts besides containers and tensors.
+_SAFE_LEAVES = (str, bytes, int, float, bool, complex, type(None), torch.dtype, torch.device, torch.Size)
+
+
+def save_checkpoint(
+    checkpoint_dir: str | os.PathLike,
+    model: torch.nn.Module | Mapping[str, torch.Tensor],
+    optimizer: Any = None,
+    *,
+    epoch: int,
+    global_step: int,
+    metrics: Mapping[str, Any] | None,
+    scheduler: Any = None,
+    scaler: Any = None,
+    history: list | None = None,
+    config: Mapping[str, Any] | None = None,
+    rng_state: Mapping[str, Any] | None = None,
+    data_state: Mapping[str, Any] | None = None,
+    step_losses: torch.Tensor | None = None,
+    retention: RetentionPolicy | None = RetentionPolicy(),  # noqa: B008 (frozen, immutable)
+    when: _dt.datetime | None = None,
+) -> Path:
+    """Save a checkpoint atomically into ``checkpoint_dir`` and apply retention.
+
+    Args:
+        checkpoint_dir: the folder (created when missing).
+        model: the model (DataParallel / DDP / torch.compile wrappers are
+            unwrapped, so names are clean), or its state_dict.
+        optimizer, scheduler, scaler: objects with ``state_dict()`` (or their
+            state dicts), or None.
+        epoch: 0-based epoch index the save happens in.
+        global_step: optimizer steps taken so far.
+        metrics: ``train_loss``, ``val_loss``, ``learning_rate`` (missing or
+            non-finite values are stored as None).
+        history, config, rng_state, data_state, step_losses: see docs/checkpoint-format.md.
+        retention: which older checkpoints to delete after the save; None keeps all.
+        when: the time stamp for the name and the ``timestamp`` key (default: now).
+
+    Returns:
+        The path of the new checkpoint.
+
+    Raises:
+        CheckpointSaveError: the file could not be written (disk full, read-only
+            folder, ...); earlier checkpoints are intact and no temporary file remains.
+        TypeError: a part holds a value that ``torch.load(weights_only=True)`` would refuse.
+    """
+    folder = Path(checkpoint_dir)
+    when = when or _dt.datetime.now()
+    checkpoint = fmt.build_checkpoint(
+        model_state=_state_of(unwrap_model(model) if isinstance(model, torch.nn.Module) else model),
+        epoch=epoch,
+        global_step=global_step,
+        metrics=metrics,
+        optimizer_state=_state_of(optimizer),
+        scheduler_state=_state_of(scheduler),
+        scaler_state=_state_of(scaler),
+        history=history,
+        config=config,
+        rng_state=rng_state,
+        data_state=data_state,
+        step_losses=step_losses,
+        timestamp=when.isoformat(timespec="seconds"),
+    )
+    check_weights_only_safe(checkpoint)
+    path = write_checkpoint_file(folder / checkpoint_filename(epoch, global_step, when), checkpoint)
+    if retention is not None:
+        apply_retention(folder, retention, protect=[path])
+    return path
+
+
+def write_checkpoint_file(path: Path, checkpoint: Mapping[str, Any]) -> Path:
+    """Write a built checkpoint dict to ``path`` atomically, with its JSON record.
+
+    Creates the folder, removes stale temporary files of dead writers first.
+
+    Raises:
+        CheckpointSaveError: on any OSError; ``path`` and older files are untouched.
+    """
+    path = Path(path)
+    record = json.dumps(metadata_record(checkpoint), default=_json_default).encode("utf-8")
+
+    def write(file: BinaryIO) -> None:
+        torch.save(checkpoint, file)
+        append_member(file, fmt.METADATA_RECORD, record)
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporary_files(path.parent)
+        return atomic_write(path, write)
+    except OSError as error:
+        raise _save_error(path, error) from error
+
+
+def metadata_record(checkpoint: Mapping[str, Any]) -> dict[str, Any]:
+    """The JSON record stored inside the archive: ``metadata_of`` plus three facts."""
+    record = fmt.metadata_of(checkpoint)
+    record.update(
+        has_optimizer=checkpoint.get(fmt.OPTIMIZER_STATE_KEY) is not None,
+        has_rng_state=checkpoint.get(fmt.RNG_STATE_KEY) is not None,
+        tensor_count=_count_tensors(checkpoint),
+    )
+    return record
+
+
+def apply_retention(folder: Path, policy: RetentionPolicy, protect: Iterable[Path] = ()) -> list[Path]:
+    """Delete the folder's checkpoints that ``policy`` does not keep.
+
+    Only valid checkpoints written by this engine (kind "full", with an engine
+    file name) are candidates; unreadable, legacy and unrelated files are never
+    deleted. A failed deletion is reported as a warning: the save itself succeeded.
+
+    Returns:
+        The files deleted.
+    """
+    # Imported here, not at the top: `python -m utils.training.engine.recovery` warns when the
+    # package import chain (utils.training -> loop -> checkpoint) has already imported recovery.
+    from .recovery import scan_checkpoints
+
+    candidates = [
+        RetentionCandidate(info.path, info.global_step or 0, info.val_loss, info.time_order)
+        for info in scan_checkpoints(folder).checkpoints
+        if info.kind == "full" and parse_checkpoint_filename(info.name) is not None
+    ]
+    deleted = []
+    for path in select_for_deletion(candidates, policy, protect=protect):
+        try:
+            path.unlink()
+            deleted.append(path)
+        except FileNotFoundError:
+            pass  # a concurrent save's retention got there first
+        except OSError as error:
+            warnings.warn(f"Retention could not delete {path}: {error}", RuntimeWarning, stacklevel=2)
+    return deleted
+
+
+def check_weights_only_safe(obj: Any, where: str = "checkpoint") -> None:
+    """Raise TypeError naming the first value ``torch.load(weights_only=True)`` would refuse.
+
+    Exact types are checked: a ``defaultdict``, a namedtuple or an ``IntEnum``
+    look like plain values but are refused by the safe loader.
+    """
+    kind = type(obj)
+    if isinstance(obj, torch.Tensor) or kind in _SAFE_LEAVES:
+        return
+    if kind in (dict, collections.OrderedDict):
+        for key, value in obj.items():
+            check_weights_only_safe(key, f"{where} key")
+            check_weights_only_safe(value, f"{where}[{key!r}]")
+    elif kind in (list, tuple, set, frozenset):
+        for index, value in enumerate(obj):
+            check_weights_only_safe(value, f"{where}[{index}]")
+    else:
+        raise TypeError(
+            f"{where} is a {kind.__module__}.{kind.__qualname__}, which "
+            "torch.load(weights_only=True) refuses. Store tensors, numbers, strings, lists or dicts "
+            "(e.g. numpy arrays as .tolist(), dataclasses as dicts)."
+        )
+
+
+def _state_of(obj: Any) -> Any:
+    if obj is None or isinstance(obj, Mapping):
+        return obj
+    return obj.state_dict()
+
+
+def _count_tensors(obj: Any) -> int:
+    if isinstance(obj, torch.Tensor):
+        return 1
+    if isinstance(obj, Mapping):
+        return sum(_count_tensors(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(_count_tensors(v) for v in obj)
+    return 0
+
+
+def _json_default(value: Any) -> Any:
+    """JSON for the odd values a config may hold: small tensors as numbers, the rest as text."""
+    if isinstance(value, torch.Tensor) and value.numel() <= 16:
+        return value.tolist()
+    if isinstance(value, (set, frozenset)):
+        return sorted(value, key=str)
+    return str(value)
+
+
+def _save_error(path: Path, error: OSError) -> CheckpointSaveError:
+    free = free_space_text(path.parent)
+    reason = error.strerror or str(error)
+    return CheckpointSaveError(
+        path.parent,
+        f"could not save {path.name}: {reason}" + (f" ({free})" if free else ""),
+        expected="a writable folder with room for one more checkpoint (about the size of the last one)",
+        fix="Free disk space or choose another CHECKPOINT_DIR (e.g. on Google Drive); "
+        "lower RetentionPolicy(keep_last=...) to keep fewer files. Earlier checkpoints are intact.",
+    )
