@@ -2,7 +2,7 @@
 
 Public API (docs/checkpoint-format.md describes the files)::
 
-    from utils.training.engine import save_checkpoint, list_checkpoints, recover_training_results
+    from utils.training.engine import save_checkpoint, list_checkpoints, load_model_weights
 
 Names are imported lazily (PEP 562) from the module listed in ``_EXPORTS``:
 importing the package stays cheap, and ``python -m
@@ -30,6 +30,14 @@ _EXPORTS = {
     "latest_checkpoint": "recovery",
     "recover_training_results": "recovery",
     "format_checkpoint_table": "recovery",
+    # loading weights (Cell 34)
+    "LoadReport": "loading",
+    "load_model_weights": "loading",
+    "read_checkpoint_file": "reading",
+    "StateDictDiff": "state_dict_diff",
+    "compare_state_dicts": "state_dict_diff",
+    "config_differences": "state_dict_diff",
+    "rebuild_hint": "state_dict_diff",
     # format and names
     "FORMAT_VERSION": "format",
     "METADATA_RECORD": "format",

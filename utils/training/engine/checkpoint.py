@@ -118,7 +118,13 @@ def write_checkpoint_file(path: Path, checkpoint: Mapping[str, Any]) -> Path:
     record = json.dumps(metadata_record(checkpoint), default=_json_default).encode("utf-8")
 
     def write(file: BinaryIO) -> None:
-        torch.save(checkpoint, file)
+        try:
+            torch.save(checkpoint, file)
+        except RuntimeError as error:
+            hidden = _os_error_behind(error)
+            if hidden is None:
+                raise
+            raise hidden from error
         append_member(file, fmt.METADATA_RECORD, record)
 
     try:
@@ -218,6 +224,22 @@ def _json_default(value: Any) -> Any:
     if isinstance(value, (set, frozenset)):
         return sorted(value, key=str)
     return str(value)
+
+
+def _os_error_behind(error: BaseException) -> OSError | None:
+    """The OSError (disk full, I/O error) that a torch.save RuntimeError hides, as a fresh OSError.
+
+    When a write fails inside ``torch.save(obj, file_object)``, torch's zip writer still
+    writes its end record on the way out and raises ``RuntimeError: ... unexpected pos``,
+    with the real ``OSError(ENOSPC)`` only as its context. Callers must see the OSError.
+    """
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, OSError):
+            return OSError(error.errno, error.strerror or str(error), error.filename)
+        error = error.__cause__ or error.__context__
+    return None
 
 
 def _save_error(path: Path, error: OSError) -> CheckpointSaveError:

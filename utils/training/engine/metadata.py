@@ -217,7 +217,10 @@ def _kind_of(obj: Any) -> str | None:
     """Like format.checkpoint_kind, on an unpickled structure with tensor stubs."""
     if not isinstance(obj, Mapping) or not obj:
         return None
-    if isinstance(obj.get(fmt.MODEL_STATE_KEY), Mapping):
+    weights = obj.get(fmt.MODEL_STATE_KEY)
+    if isinstance(weights, Mapping):
+        if not weights:  # nothing to load: the loader refuses it, so the listing must not offer it
+            return None
         return "full" if fmt.FORMAT_VERSION_KEY in obj else "legacy"
     if all(isinstance(k, str) and isinstance(v, TensorStub) for k, v in obj.items()):
         return "bare"
@@ -225,6 +228,8 @@ def _kind_of(obj: Any) -> str | None:
 
 
 def _describe(obj: Any) -> str:
+    if isinstance(obj, Mapping) and obj.get(fmt.MODEL_STATE_KEY) == {}:
+        return "an empty 'model_state_dict'"
     if isinstance(obj, Mapping):
         keys = ", ".join(repr(k) for k in list(obj)[:6])
         return f"a dict with keys [{keys}{', ...' if len(obj) > 6 else ''}]" if obj else "an empty dict"

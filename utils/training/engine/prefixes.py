@@ -32,7 +32,11 @@ def strip_wrapper_prefixes(state_dict: Mapping[str, V]) -> tuple[dict[str, V], l
     stripped: list[str] = []
     current = dict(state_dict)
     while current:
-        prefix = next((p for p in WRAPPER_PREFIXES if all(k.startswith(p) for k in current)), None)
+        # a non-string key (a damaged or foreign file) carries no prefix: nothing is stripped
+        prefix = next(
+            (p for p in WRAPPER_PREFIXES if all(isinstance(k, str) and k.startswith(p) for k in current)),
+            None,
+        )
         if prefix is None:
             break
         current = {key[len(prefix) :]: value for key, value in current.items()}

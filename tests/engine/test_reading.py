@@ -1,0 +1,50 @@
+"""read_checkpoint_file: how torch.load's many failures become the project's errors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from utils.training.engine.errors import CorruptCheckpointError, UnsafeCheckpointError
+from utils.training.engine.reading import INTERRUPTED_FIX, read_checkpoint_file
+
+
+class _System:
+    def __reduce__(self):
+        return (print, ("payload ran",))
+
+
+class TestReadCheckpointFile:
+    def test_zip_files_are_memory_mapped_and_legacy_files_are_not(self, tmp_path):
+        torch.save({"w": torch.ones(2)}, tmp_path / "new.pt")
+        torch.save({"w": torch.ones(2)}, tmp_path / "old.pt", _use_new_zipfile_serialization=False)
+        assert read_checkpoint_file(tmp_path / "new.pt").mmap is True
+        assert read_checkpoint_file(tmp_path / "old.pt").mmap is False
+        assert torch.equal(read_checkpoint_file(tmp_path / "old.pt").obj["w"], torch.ones(2))
+
+    def test_refused_global_is_named(self, tmp_path, capsys):
+        torch.save({"x": _System()}, tmp_path / "e.pt")
+        with pytest.raises(UnsafeCheckpointError, match=r"needs `(builtins\.)?print`"):
+            read_checkpoint_file(tmp_path / "e.pt")
+        assert "payload ran" not in capsys.readouterr().out
+
+    def test_trusted_file_is_unpickled(self, tmp_path, capsys):
+        torch.save({"x": _System()}, tmp_path / "e.pt")
+        read_checkpoint_file(tmp_path / "e.pt", trust_pickle=True)
+        assert "payload ran" in capsys.readouterr().out  # the opt-in really runs the file's code
+
+    def test_legacy_file_cut_inside_a_torch_name_is_damage_not_a_refusal(self, tmp_path):
+        torch.save({"w": torch.ones(2)}, tmp_path / "old.pt", _use_new_zipfile_serialization=False)
+        data = (tmp_path / "old.pt").read_bytes()
+        cut = data.index(b"_rebuild_tensor") + len(b"_rebuild_tens")
+        (tmp_path / "old.pt").write_bytes(data[:cut])
+        with pytest.raises(CorruptCheckpointError, match="cannot be read"):
+            read_checkpoint_file(tmp_path / "old.pt")
+
+    @pytest.mark.parametrize("cut", [10, 200, 2000])
+    def test_truncated_zip_says_the_save_was_interrupted(self, tmp_path, cut):
+        torch.save({"w": torch.ones(1000)}, tmp_path / "t.pt")
+        (tmp_path / "t.pt").write_bytes((tmp_path / "t.pt").read_bytes()[:-cut])
+        with pytest.raises(CorruptCheckpointError, match="truncated") as caught:
+            read_checkpoint_file(tmp_path / "t.pt")
+        assert caught.value.fix == INTERRUPTED_FIX

@@ -1,0 +1,361 @@
+"""Load a checkpoint's weights into an existing model: safe, all-or-nothing, verified.
+
+``load_model_weights`` is the library behind Cell 34. Compared with the
+approved design's ``torch.load(weights_only=False)`` + ``load_state_dict``:
+
+* the file is opened with ``weights_only=True`` (no code from the file runs)
+  and ``mmap=True``: the optimizer state is never read, and the weights are
+  copied straight from the page cache into the model's own tensors, so only
+  one copy of the weights ever lives in private memory;
+* names, shapes and dtypes are checked *before* the model is touched, so a
+  failed load leaves the model bit-for-bit unchanged (``load_state_dict``
+  copies every matching tensor before it raises);
+* ``module.`` / ``_orig_mod.`` prefixes are stripped, bare state_dict files load,
+  float16/bfloat16 weights load into a float32 model with a conversion;
+* every tensor is checked bit-for-bit against the file afterwards, and tensors
+  holding NaN or Inf are named.
+
+Reading the file (and classifying its failures) lives in ``reading``, the
+name/shape/dtype comparison and its readable text in ``state_dict_diff``, the
+bit-level checks in ``tensor_checks``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import gc
+import math
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .errors import ArchitectureMismatchError, NotACheckpointError
+from .format import (
+    CONFIG_KEY,
+    EPOCH_KEY,
+    GLOBAL_STEP_KEY,
+    METRIC_NAMES,
+    METRICS_KEY,
+    TIMESTAMP_KEY,
+    checkpoint_kind,
+    model_state_of,
+)
+from .prefixes import strip_wrapper_prefixes, unwrap_model
+from .reading import read_checkpoint_file
+from .state_dict_diff import (
+    StateDictDiff,
+    compare_state_dicts,
+    config_differences,
+    model_config_dict,
+    rebuild_hint,
+)
+from .tensor_checks import equal_bits, has_nonfinite, storage_key
+
+__all__ = ["LoadReport", "load_model_weights", "PREVIEW_LENGTH"]
+
+PREVIEW_LENGTH = 5  # parameter tensors shown in the architecture preview
+_DTYPE_LABELS = {torch.float32: "FP32", torch.float16: "FP16", torch.bfloat16: "BF16", torch.float64: "FP64"}
+
+
+@dataclass
+class LoadReport:
+    """What ``load_model_weights`` did; Cell 34's panels are rendered from it.
+
+    Sizes are in MiB (2**20 bytes). Shared (tied) tensors are counted once.
+    """
+
+    path: str
+    kind: str  # "full" | "legacy" | "bare" | "module" (a pickled nn.Module, trusted files only)
+    device: str
+    mode: str = "eval"
+    epoch: int | None = None
+    global_step: int | None = None
+    timestamp: str | None = None
+    metrics: dict[str, float | None] = field(default_factory=dict)
+    config: dict[str, Any] | None = None
+    stripped_prefixes: list[str] = field(default_factory=list)
+    model_was_wrapped: bool = False
+    dtype_conversions: list[tuple[str, str, str]] = field(default_factory=list)
+    nonfinite_tensors: list[str] = field(default_factory=list)
+    verified: bool | None = None
+    tensors_loaded: int = 0
+    total_params: int = 0
+    trainable_params: int = 0
+    frozen_params: int = 0
+    model_size_mb: float = 0.0
+    dtype_label: str = "FP32"
+    architecture_preview: list[tuple[str, list[int], str]] = field(default_factory=list)
+    named_parameter_count: int = 0
+    elapsed_s: float = 0.0
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        """The checkpoint's file name."""
+        return Path(self.path).name
+
+
+def load_model_weights(
+    model: torch.nn.Module,
+    checkpoint_path: str | Path,
+    device: str | torch.device | None = None,
+    *,
+    trust_pickle: bool = False,
+    verify: bool = True,
+) -> LoadReport:
+    """Load a checkpoint's weights into ``model``, move it to ``device`` and set eval mode.
+
+    Args:
+        model: the model to fill (possibly wrapped by DataParallel/DDP/torch.compile).
+        checkpoint_path: a full, legacy or bare-state_dict checkpoint file.
+        device: where the model ends up; default CUDA when available, else CPU.
+        trust_pickle: opt in to arbitrary unpickling for a file you trust (runs code from the file).
+        verify: compare every loaded tensor bit-for-bit with the file afterwards.
+
+    Returns:
+        A ``LoadReport``.
+
+    Raises:
+        CheckpointNotFoundError: no such file, or the path is a folder.
+        CorruptCheckpointError: empty, truncated or unreadable file.
+        NotACheckpointError: a readable torch file without model weights.
+        UnsafeCheckpointError: the file needs arbitrary unpickling and ``trust_pickle`` is False.
+        ArchitectureMismatchError: the weights do not fit the model; the model is unchanged.
+        ValueError: ``device`` asks for CUDA on a machine without it (checked before anything is read).
+    """
+    start = time.perf_counter()
+    target = torch.device(device) if device is not None else _default_device()
+    if target.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(
+            f"device={str(device)!r} asks for CUDA, but this runtime has no GPU; use device='cpu'"
+        )
+    with _gc_paused():
+        return _load(model, Path(checkpoint_path), target, trust_pickle, verify, start)
+
+
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Unpickling creates thousands of objects, which can set off a full garbage collection
+    of the whole interpreter (70 ms in a fresh process, more in a busy notebook kernel);
+    nothing made here needs collecting before we return."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def _load(
+    model: torch.nn.Module, path: Path, target: torch.device, trust_pickle: bool, verify: bool, start: float
+) -> LoadReport:
+    loaded = read_checkpoint_file(path, trust_pickle=trust_pickle)
+    obj, kind = _checkpoint_object(loaded.obj, path)
+    base = unwrap_model(model)
+    weights, stripped, diff = _match_names(model_state_of(obj), base.state_dict())
+    pairs = _pair_tensors(path, weights, base, diff, obj)
+    _copy_into(pairs)
+    model.to(target)
+    model.eval()
+    report = _describe(path, kind, obj, base)
+    report.stripped_prefixes, report.model_was_wrapped = stripped, base is not model
+    report.dtype_conversions, report.tensors_loaded = diff.dtype_conversions, len(pairs)
+    report.warnings.extend(loaded.warnings)
+    _check_after_load(report, base, weights, verify)
+    report.elapsed_s = time.perf_counter() - start
+    return report
+
+
+def _default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _checkpoint_object(obj: Any, path: Path) -> tuple[Any, str]:
+    """The loaded object and its kind; a whole pickled nn.Module counts as its state_dict."""
+    if isinstance(obj, torch.nn.Module):  # only reachable with trust_pickle=True
+        return obj.state_dict(), "module"
+    kind = checkpoint_kind(obj)
+    weights = model_state_of(obj) if kind else None
+    if not weights:
+        raise NotACheckpointError(
+            path,
+            f"is a readable PyTorch file, but holds {_describe_object(obj)}, not model weights",
+            expected="a checkpoint dict with 'model_state_dict', or a state_dict of tensors",
+            fix="pick a checkpoint written by Cell 32 (Run Training), or save model.state_dict()",
+        )
+    return obj, kind
+
+
+def _describe_object(obj: Any) -> str:
+    if isinstance(obj, Mapping):
+        keys = ", ".join(repr(k) for k in list(obj)[:5])
+        return f"a dict with keys {keys}{', ...' if len(obj) > 5 else ''}" if obj else "an empty dict"
+    if isinstance(obj, torch.Tensor):
+        return f"a single tensor of shape {list(obj.shape)}"
+    return f"a {type(obj).__name__}"
+
+
+def _match_names(
+    raw: Mapping[str, Any], model_sd: Mapping[str, torch.Tensor]
+) -> tuple[Mapping[str, Any], list[str], StateDictDiff]:
+    """Strip wrapper prefixes when that makes the names fit; keep the raw names otherwise.
+
+    A model with a real submodule called ``module`` keeps its names: if the
+    stripped names do not fit but the raw ones do, the raw ones win.
+    """
+    clean, stripped = strip_wrapper_prefixes(raw)
+    diff = compare_state_dicts(clean, model_sd)
+    if stripped and not diff.ok:
+        raw_diff = compare_state_dicts(raw, model_sd)
+        if raw_diff.ok:
+            return raw, [], raw_diff
+    return clean, stripped, diff
+
+
+@dataclass(frozen=True)
+class _Pair:
+    name: str
+    target: torch.Tensor  # the model's tensor (shares memory with the parameter)
+    source: torch.Tensor  # the checkpoint's tensor (memory-mapped)
+
+
+def _pair_tensors(
+    path: Path, weights: Mapping[str, Any], base: torch.nn.Module, diff: StateDictDiff, obj: Any
+) -> list[_Pair]:
+    """Pair each distinct model tensor with its source; raise, touching nothing, on a mismatch."""
+    if not diff.ok:
+        raise _mismatch_error(path, diff, obj, base)
+    pairs: dict[tuple, _Pair] = {}
+    conflicts = []
+    for name, target in base.state_dict().items():
+        pair = pairs.setdefault(storage_key(target), _Pair(name, target, weights[name]))
+        if pair.name != name and not _same_source(pair.source, weights[name]):
+            conflicts.append(f"{pair.name} and {name} (one tensor in the model, two in the checkpoint)")
+    if conflicts:
+        raise _mismatch_error(path, dataclasses.replace(diff, tied_conflicts=conflicts), obj, base)
+    return list(pairs.values())
+
+
+def _same_source(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """True when two checkpoint tensors hold the same bits (the cheap way first)."""
+    if storage_key(a) == storage_key(b):
+        return True
+    return a.dtype == b.dtype and a.shape == b.shape and equal_bits(a, b)
+
+
+def _mismatch_error(
+    path: Path, diff: StateDictDiff, obj: Any, base: torch.nn.Module
+) -> ArchitectureMismatchError:
+    """The error for weights that do not fit, with the config diff and the rebuild line."""
+    stored = obj.get(CONFIG_KEY) if isinstance(obj, Mapping) else None
+    stored_model = stored.get("model") if isinstance(stored, Mapping) else None
+    stored_model = stored_model if isinstance(stored_model, Mapping) else None
+    diff = dataclasses.replace(
+        diff,
+        config_differences=config_differences(stored_model, model_config_dict(base)),
+        rebuild_hint=rebuild_hint(stored_model),
+    )
+    fix = "build the model with the checkpoint's settings in Cell 13 (Initialize Model)"
+    fix += f": {diff.rebuild_hint}" if diff.rebuild_hint else ", or pick a checkpoint trained with this model"
+    return ArchitectureMismatchError(
+        path,
+        f"the checkpoint's weights do not fit the model ({diff.summary()}); the model was not changed\n"
+        + diff.format(),
+        diff=diff,
+        expected="a checkpoint saved from a model with the same architecture and config",
+        fix=fix,
+    )
+
+
+def _copy_into(pairs: list[_Pair]) -> None:
+    """Copy each source into the model's own tensor (dtype converted on the fly)."""
+    with torch.no_grad():
+        for pair in pairs:
+            pair.target.copy_(pair.source)
+
+
+def _check_after_load(
+    report: LoadReport, base: torch.nn.Module, weights: Mapping[str, Any], verify: bool
+) -> None:
+    """Verify bits (optional) and look for NaN/Inf, on the model as it now is (after the move)."""
+    distinct: dict[tuple, tuple[str, torch.Tensor]] = {}
+    for name, tensor in base.state_dict().items():
+        distinct.setdefault(storage_key(tensor), (name, tensor))
+    if verify:
+        differing = [name for name, tensor in distinct.values() if not equal_bits(tensor, weights[name])]
+        report.verified = not differing
+        if differing:
+            report.warnings.append(
+                f"{len(differing)} tensors differ from the checkpoint after loading: {_names(differing)}"
+            )
+    report.nonfinite_tensors = [name for name, tensor in distinct.values() if has_nonfinite(tensor)]
+    if report.nonfinite_tensors:
+        report.warnings.append(
+            f"{len(report.nonfinite_tensors)} tensors hold NaN or Inf values: {_names(report.nonfinite_tensors)} "
+            "(loaded anyway; the model's outputs will not be finite)"
+        )
+
+
+def _names(names: list[str], limit: int = 5) -> str:
+    shown = ", ".join(names[:limit])
+    return shown + (f", ... ({len(names) - limit} more)" if len(names) > limit else "")
+
+
+def _describe(path: Path, kind: str, obj: Any, base: torch.nn.Module) -> LoadReport:
+    """The report's metadata and model facts (counts, size, preview)."""
+    meta = obj if kind in ("full", "legacy") else {}
+    params = list(base.named_parameters())  # named_parameters() lists a tied tensor once
+    buffers = list(base.named_buffers())
+    trainable = sum(p.numel() for _, p in params if p.requires_grad)
+    total = sum(p.numel() for _, p in params)
+    device = str(params[0][1].device) if params else str(next((b.device for _, b in buffers), "cpu"))
+    return LoadReport(
+        path=str(path),
+        kind=kind,
+        device=device,
+        mode="eval" if not base.training else "train",
+        epoch=_as_int(meta.get(EPOCH_KEY)),
+        global_step=_as_int(meta.get(GLOBAL_STEP_KEY)),
+        timestamp=meta.get(TIMESTAMP_KEY) if isinstance(meta.get(TIMESTAMP_KEY), str) else None,
+        metrics=_metrics_of(meta.get(METRICS_KEY)),
+        config=dict(meta[CONFIG_KEY]) if isinstance(meta.get(CONFIG_KEY), Mapping) else None,
+        total_params=total,
+        trainable_params=trainable,
+        frozen_params=total - trainable,
+        model_size_mb=sum(t.numel() * t.element_size() for _, t in params + buffers) / 2**20,
+        dtype_label=_dtype_label([p for _, p in params]),
+        architecture_preview=[(n, list(p.shape), str(p.device)) for n, p in params[:PREVIEW_LENGTH]],
+        named_parameter_count=len(params),
+    )
+
+
+def _as_int(value: Any) -> int | None:
+    return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def _metrics_of(metrics: Any) -> dict[str, float | None]:
+    metrics = metrics if isinstance(metrics, Mapping) else {}
+    out = {}
+    for name in METRIC_NAMES:
+        value = metrics.get(name)
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        out[name] = float(value) if ok else None
+    return out
+
+
+def _dtype_label(params: list[torch.Tensor]) -> str:
+    """The floating dtype holding the most bytes, e.g. ``FP32``."""
+    sizes: dict[torch.dtype, int] = {}
+    for p in params:
+        if p.is_floating_point():
+            sizes[p.dtype] = sizes.get(p.dtype, 0) + p.numel() * p.element_size()
+    if not sizes:
+        return "n/a"
+    dtype = max(sizes, key=sizes.__getitem__)
+    return _DTYPE_LABELS.get(dtype, str(dtype).replace("torch.", "").upper())

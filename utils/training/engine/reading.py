@@ -1,0 +1,220 @@
+"""Open a checkpoint file with ``torch.load`` safely, and turn every failure into our own error.
+
+``torch.load`` fails in many ways (``RuntimeError`` from the zip reader,
+``pickle.UnpicklingError``, ``EOFError``, ...). A user in a notebook needs to
+know which of three things happened: the file is broken (pick another one),
+the file would run code when unpickled (refused unless trusted), or the file
+is not there. ``read_checkpoint_file`` raises only the project's
+``CheckpointError`` subclasses, each naming the file and the fix, with the
+original exception chained.
+
+Zip-format files (everything ``torch.save`` wrote since PyTorch 1.6) are
+memory-mapped: tensors are views of the page cache, so the parts a caller
+never touches (the optimizer state) are never read.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .errors import CheckpointError, CheckpointNotFoundError, CorruptCheckpointError, UnsafeCheckpointError
+
+__all__ = ["LoadedFile", "read_checkpoint_file", "INTERRUPTED_FIX", "DAMAGED_FIX"]
+
+INTERRUPTED_FIX = (
+    "the file is incomplete -- the save was probably interrupted (e.g. a Colab disconnect); "
+    "pick another checkpoint"
+)
+DAMAGED_FIX = (
+    "the file is damaged or incomplete (e.g. a save interrupted by a Colab disconnect); "
+    "pick another checkpoint"
+)
+_FOREIGN_FIX = "pick a checkpoint written by Cell 32 (Run Training) or by torch.save"
+_ZIP_MAGIC = b"PK\x03\x04"
+_EOCD_MAGIC = b"PK\x05\x06"  # a zip's end-of-central-directory record, always at its very end
+_EOCD_SEARCH = 22 + 65535 + 20 + 56  # record + longest comment, with room for the zip64 locator
+# How torch names the global a weights-only load refused, in its two wordings.
+_REFUSED_GLOBAL = re.compile(r"(?:Unsupported global: GLOBAL|unsupported GLOBAL) ([\w.]+)")
+
+
+@dataclass
+class LoadedFile:
+    """What ``torch.load`` returned, and how."""
+
+    obj: Any
+    mmap: bool
+    warnings: list[str] = field(default_factory=list)
+
+
+def read_checkpoint_file(path: str | os.PathLike, *, trust_pickle: bool = False) -> LoadedFile:
+    """``torch.load`` a checkpoint onto the CPU, memory-mapped when the format allows.
+
+    Args:
+        path: the checkpoint file.
+        trust_pickle: load with ``weights_only=False`` (runs code from the file: trusted files only).
+
+    Returns:
+        A ``LoadedFile`` whose tensors are views of the file (zip format) or in memory (legacy format).
+
+    Raises:
+        CheckpointNotFoundError: no such file, or a folder.
+        CorruptCheckpointError: empty, truncated, random bytes, or a zip that is not a torch file.
+        UnsafeCheckpointError: the file needs arbitrary unpickling and ``trust_pickle`` is False.
+        CheckpointError: the file cannot be opened (e.g. permission denied).
+    """
+    path = Path(path)
+    head = _read_head(path)
+    use_mmap = head.startswith(_ZIP_MAGIC)  # mmap needs the zip format; legacy files load into memory
+    try:
+        return LoadedFile(_torch_load(path, use_mmap, trust_pickle), use_mmap)
+    except Exception as error:  # classified below; never escapes raw
+        first = error
+    if _is_refusal(first):
+        raise _unsafe_error(path, first) from first
+    if use_mmap:  # e.g. a file system without mmap support: try once more, reading into memory
+        try:
+            obj = _torch_load(path, False, trust_pickle)
+        except Exception as error:
+            raise _classify(path, error) from error
+        note = f"memory-mapping failed ({_first_line(first)}); the file was read into memory instead"
+        return LoadedFile(obj, False, [note])
+    raise _classify(path, first) from first
+
+
+def _torch_load(path: Path, use_mmap: bool, trust_pickle: bool) -> Any:
+    return torch.load(path, map_location="cpu", weights_only=not trust_pickle, mmap=use_mmap)
+
+
+def _read_head(path: Path) -> bytes:
+    """The first bytes of the file; raises for a missing file, a folder, or an empty file."""
+    if path.is_dir():
+        raise CheckpointNotFoundError(
+            path,
+            "is a folder, not a checkpoint file",
+            expected="the path of one checkpoint file (*.pt) inside it",
+            fix="pass a file from list_checkpoints(folder), e.g. list_checkpoints(folder)[0].path",
+        )
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(len(_ZIP_MAGIC))
+    except FileNotFoundError as error:  # also a dangling symlink
+        raise CheckpointNotFoundError(
+            path,
+            "does not exist",
+            expected="an existing checkpoint file",
+            fix="check the path; Cell 33 (Checkpoint Recovery) lists the checkpoints that exist",
+        ) from error
+    except OSError as error:
+        raise CheckpointError(
+            path, f"cannot be read: {error.strerror or error}", fix="check the file's permissions"
+        ) from error
+    if not head:
+        raise CorruptCheckpointError(
+            path, "is empty (0 bytes)", expected="a PyTorch checkpoint", fix=INTERRUPTED_FIX
+        )
+    return head
+
+
+def _is_refusal(error: Exception) -> bool:
+    """A weights-only load refused a global: the file wants to run code (or build an object).
+
+    Damage can mangle a safe name instead (``collections.Ord``, a legacy file cut inside
+    ``torch._utils._rebuild_tens``): such a name counts as damage, not a refusal.
+    """
+    if not isinstance(error, pickle.UnpicklingError):
+        return False
+    match = _REFUSED_GLOBAL.search(str(error))
+    return match is not None and not _broken_name(match.group(1))
+
+
+def _broken_name(dotted: str) -> bool:
+    """True for a mangled version of a name that torch's own files use (``collections.Ord``).
+
+    Only the packages a torch file refers to by itself are checked, by attribute look-ups on
+    modules already imported; a name under any other package is a real reference (refused).
+    """
+    parts = dotted.split(".")
+    if parts[0] not in _TORCH_FILE_PACKAGES or parts[0] not in sys.modules:
+        return False
+    obj: Any = sys.modules[parts[0]]
+    for attribute in parts[1:]:
+        obj = getattr(obj, attribute, _MISSING)
+        if obj is _MISSING:
+            return True
+    return False
+
+
+_MISSING = object()
+# The packages whose names torch.save itself writes into a checkpoint's pickle.
+_TORCH_FILE_PACKAGES = frozenset({"torch", "collections", "builtins", "_codecs", "copyreg"})
+
+
+def _unsafe_error(path: Path, error: Exception) -> UnsafeCheckpointError:
+    match = _REFUSED_GLOBAL.search(str(error))
+    what = match.group(1) if match else "an object that is not a tensor, number, string, list or dict"
+    return UnsafeCheckpointError(
+        path,
+        f"needs `{what}` to be unpickled; loading it would run code from the file, so it was refused",
+        expected="a checkpoint of tensors, numbers, strings, lists and dicts (what Cell 32 writes)",
+        fix="use a checkpoint written by this notebook; only for a file you trust, opt in with "
+        "load_model_weights(model, path, trust_pickle=True)",
+    )
+
+
+def _classify(path: Path, error: Exception) -> CheckpointError:
+    """Map a failed ``torch.load`` to the project's error for it."""
+    if isinstance(error, CheckpointError):
+        return error
+    if isinstance(error, FileNotFoundError):  # removed between the check and the load
+        return CheckpointNotFoundError(path, "disappeared while it was being read", fix="check the path")
+    if isinstance(error, PermissionError):
+        return CheckpointError(path, "cannot be read: permission denied", fix="check the file's permissions")
+    if _is_refusal(error):
+        return _unsafe_error(path, error)
+    text = str(error)
+    if "central directory" in text or isinstance(error, EOFError) or _zip_end_missing(path):
+        problem = "is truncated: its end is missing"
+    elif "not in a subdirectory" in text or "data.pkl" in text:
+        problem = "is a zip archive, but not one written by torch.save"
+        return CorruptCheckpointError(path, problem, expected="a PyTorch checkpoint", fix=_FOREIGN_FIX)
+    else:
+        problem = f"cannot be read as a PyTorch checkpoint ({type(error).__name__}: {_first_line(error)})"
+        return CorruptCheckpointError(
+            path, problem, expected="a complete PyTorch checkpoint", fix=DAMAGED_FIX
+        )
+    return CorruptCheckpointError(
+        path, problem, expected="a complete PyTorch checkpoint", fix=INTERRUPTED_FIX
+    )
+
+
+def _zip_end_missing(path: Path) -> bool:
+    """A zip file whose end-of-archive record is gone: the tail of the file was never written."""
+    try:
+        with path.open("rb") as handle:
+            if handle.read(len(_ZIP_MAGIC)) != _ZIP_MAGIC:
+                return False
+            handle.seek(max(0, path.stat().st_size - _EOCD_SEARCH))
+            tail = handle.read()
+    except OSError:
+        return False
+    at = tail.rfind(_EOCD_MAGIC)
+    if at < 0 or at + 22 > len(tail):
+        return True
+    comment_length = int.from_bytes(tail[at + 20 : at + 22], "little")
+    return at + 22 + comment_length > len(tail)
+
+
+def _first_line(error: BaseException) -> str:
+    inner = error.__cause__ or error.__context__
+    if str(error).startswith("Weights only load failed") and inner is not None:
+        error = inner  # torch wraps the real reason in a long paragraph
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return (lines[0] if lines else type(error).__name__)[:200]

@@ -1,0 +1,372 @@
+"""The training loop: epochs of deterministic batches, validation, checkpoints, exact resume.
+
+Every checkpoint (each epoch end, and every ``save_every_steps`` steps) goes through
+the checkpoint engine and carries everything a resume needs: optimizer, scheduler,
+scaler, random generators, the data position and the per-step loss history. A run
+resumed from any of them on the CPU ends bit-for-bit where the uninterrupted run
+ends (docs/resume.md; tests/training/test_resume_exact.py).
+
+A failed save (disk full, Drive disconnected) does not end the run by default:
+a warning names the error and the fix, the run continues, and ``TrainingRun.save_failures``
+lists it; ``TrainConfig.stop_on_save_error=True`` stops instead.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from utils.data.batches import Batch, EpochBatches
+from utils.training import progress as _progress
+from utils.training.engine.checkpoint import RetentionPolicy, save_checkpoint
+from utils.training.engine.errors import CheckpointSaveError
+from utils.training.engine.prefixes import unwrap_model
+from utils.training.precision import build_grad_scaler, resolve_device, resolve_precision
+from utils.training.resume import ResumeState, describe_changes
+from utils.training.rng import capture_rng_state
+from utils.training.settings import TrainConfig, TrainingRun
+
+__all__ = ["TrainConfig", "TrainingRun", "train", "evaluate"]
+
+
+@dataclass
+class _Session:
+    """Everything one call of train() works with (keeps the helpers' signatures short)."""
+
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    scaler: Any
+    amp_dtype: torch.dtype | None
+    device: torch.device
+    config: TrainConfig
+    checkpoint_dir: Path
+    batches: EpochBatches
+    stored_config: dict[str, Any]
+    run: TrainingRun
+    progress: bool
+
+
+def evaluate(
+    model: torch.nn.Module,
+    batches: list[Batch],
+    *,
+    device: torch.device | str | None = None,
+    amp_dtype: torch.dtype | None = None,
+) -> float:
+    """Mean loss per token over ``batches``; uses no randomness and restores the model's mode.
+
+    Raises:
+        ValueError: ``batches`` is empty.
+    """
+    if not batches:
+        raise ValueError("evaluate() needs at least one validation batch")
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    total, count = 0.0, 0
+    try:
+        with torch.no_grad():
+            for x, y in batches:
+                with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                    _, loss = model(x.to(device), y.to(device))
+                total += float(loss) * y.numel()
+                count += y.numel()
+    finally:
+        model.train(was_training)
+    return total / count
+
+
+def train(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    train_batches: EpochBatches,
+    val_batches: list[Batch],
+    config: TrainConfig,
+    checkpoint_dir: str | Path,
+    *,
+    scaler: torch.amp.GradScaler | None = None,
+    resume_state: ResumeState | None = None,
+    progress: bool = True,
+    model_config: Any = None,
+) -> TrainingRun:
+    """Train for ``config.epochs`` epochs (continuing ``resume_state`` when given).
+
+    Args:
+        model, optimizer, scheduler: built by the caller; the scheduler steps once per optimizer step.
+        train_batches: the training data; its batch size must equal ``config.batch_size``.
+        val_batches: fixed validation batches, evaluated at each epoch end.
+        config: the settings; stored in every checkpoint.
+        checkpoint_dir: where checkpoints go (created when missing).
+        scaler: a GradScaler for fp16; created here when fp16 is used and none is given.
+        resume_state: from :func:`utils.training.resume.restore_training_state`.
+        progress: show a progress bar (plain text, readable in Colab, Jupyter and logs).
+        model_config: the config stored to rebuild the model; defaults to ``model.config``.
+
+    Returns:
+        The run's history, per-step losses, checkpoints and best checkpoint.
+
+    Raises:
+        ValueError: inconsistent settings (batch size, empty validation set, device).
+        CheckpointSaveError: the checkpoint folder cannot be created; or a save failed
+            with ``stop_on_save_error=True`` is reported in the result, not raised.
+    """
+    session = _open_session(
+        model, optimizer, scheduler, train_batches, val_batches, config, checkpoint_dir, scaler, resume_state
+    )
+    session.progress = progress
+    session.stored_config["model"] = _model_config_dict(model, model_config)
+    state = _Position.start(resume_state, train_batches)
+    run = session.run
+    run.resumed_from = resume_state.checkpoint_path if resume_state else None
+    run.epochs_completed = state.epoch  # a resumed run starts with the epochs done before it
+    last_epoch = _last_epoch(config, state.epoch)
+    started = time.perf_counter()
+    try:
+        for epoch in range(state.epoch, last_epoch):
+            _run_epoch(session, state, val_batches, epoch)
+            if run.stop_reason:
+                break
+    except KeyboardInterrupt:
+        run.interrupted = True
+        run.stop_reason = f"interrupted by the user at step {state.global_step}"
+    run.elapsed_s = time.perf_counter() - started
+    _finish(session, state)
+    return run
+
+
+def _open_session(model, optimizer, scheduler, batches, val_batches, config, checkpoint_dir, scaler, resume):
+    if not isinstance(config, TrainConfig):
+        raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
+    if batches.batch_size != config.batch_size:
+        raise ValueError(
+            f"train_batches uses batch_size={batches.batch_size} but config.batch_size={config.batch_size}; "
+            "build both from the same setting"
+        )
+    if not val_batches:
+        raise ValueError("val_batches is empty: training needs at least one validation batch")
+    device = resolve_device(config.device)
+    _move_to(model, optimizer, device)
+    amp_dtype = resolve_precision(config.mixed_precision, device)
+    if scaler is None and amp_dtype is torch.float16:
+        scaler = build_grad_scaler(config.mixed_precision, device)
+        if resume is not None and resume.scaler_state is not None:
+            scaler.load_state_dict(resume.scaler_state)
+    folder = _prepare_folder(checkpoint_dir)
+    for line in describe_changes(resume, config, batches, scheduler) if resume else []:
+        print(f"⚠️  {line}")
+    run = TrainingRun(history=[], step_losses=[])
+    stored = {"training": asdict(config)}
+    return _Session(
+        model, optimizer, scheduler, scaler, amp_dtype, device, config, folder, batches, stored, run, True
+    )
+
+
+def _prepare_folder(checkpoint_dir: str | Path) -> Path:
+    """Create the folder now, so a bad path fails before any training time is spent."""
+    folder = Path(checkpoint_dir).expanduser()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise CheckpointSaveError(
+            folder,
+            f"cannot create the checkpoint folder ({type(error).__name__}: {error})",
+            fix="set CHECKPOINT_DIR to a writable folder (on Colab, mount Google Drive first)",
+        ) from error
+    return folder
+
+
+def _move_to(model: torch.nn.Module, optimizer: torch.optim.Optimizer, device: torch.device) -> None:
+    """Move the model, and any optimizer state already loaded, to ``device``."""
+    model.to(device)
+    for state in optimizer.state.values():
+        for key, value in state.items():
+            # AdamW keeps its "step" counter on the CPU unless it is capturable/fused.
+            if isinstance(value, torch.Tensor) and (key != "step" or value.dim() > 0):
+                state[key] = value.to(device)
+
+
+def _model_config_dict(model: torch.nn.Module, model_config: Any) -> dict[str, Any]:
+    config = model_config if model_config is not None else getattr(unwrap_model(model), "config", None)
+    if config is None:
+        return {}
+    return config.to_dict() if hasattr(config, "to_dict") else dict(config)
+
+
+def _last_epoch(config: TrainConfig, first_epoch: int) -> int:
+    if first_epoch >= config.epochs:
+        print(
+            f"Nothing to train: the checkpoint already completed {first_epoch} epoch(s) and EPOCHS="
+            f"{config.epochs}. Raise EPOCHS to train further."
+        )
+    if config.stop_after_epochs is None:
+        return config.epochs
+    return min(config.epochs, first_epoch + config.stop_after_epochs)
+
+
+@dataclass
+class _Position:
+    """Where the run is: counters and the histories that checkpoints carry."""
+
+    epoch: int
+    batch_in_epoch: int
+    global_step: int
+    history: list[dict[str, Any]]
+    step_losses: list[float]
+
+    @classmethod
+    def start(cls, resume: ResumeState | None, batches: EpochBatches) -> _Position:
+        if resume is None:
+            return cls(0, 0, 0, [], [])
+        batch = min(resume.batch_in_epoch, batches.batches_per_epoch)
+        return cls(resume.epoch, batch, resume.global_step, list(resume.history), list(resume.step_losses))
+
+    @property
+    def best_val_loss(self) -> float | None:
+        losses = [row["val_loss"] for row in self.history if row.get("val_loss") is not None]
+        return min(losses) if losses else None
+
+
+def _run_epoch(session: _Session, state: _Position, val_batches: list[Batch], epoch: int) -> None:
+    first = state.batch_in_epoch if epoch == state.epoch else 0
+    epoch_start = max(0, len(state.step_losses) - first)  # this epoch's losses from before a resume
+    bar = _progress.progress_bar(
+        session.batches.batches_per_epoch,
+        first,
+        f"Epoch {epoch + 1}/{session.config.epochs}",
+        session.progress,
+    )
+    saved_mid_epoch: list[Path] = []
+    learning_rate = session.optimizer.param_groups[0]["lr"]
+    for index in range(first, session.batches.batches_per_epoch):
+        loss, learning_rate = _train_step(session, *session.batches.batch(epoch, index))
+        state.step_losses.append(loss)
+        state.global_step += 1
+        if bar is not None:
+            bar.set_postfix_str(f"loss {loss:.4f}", refresh=False)
+            bar.update(1)
+        if _mid_epoch_save_due(session, state, index):
+            metrics = _metrics(state.step_losses[epoch_start:], None, learning_rate)
+            saved_mid_epoch.append(_save(session, state, epoch, index + 1, metrics, bar))
+            if session.run.stop_reason:
+                break
+    if bar is not None:
+        bar.close()
+    line = _progress.mid_epoch_saves_line([path for path in saved_mid_epoch if path is not None])
+    if line:
+        _progress.write(line)
+    if not session.run.stop_reason:
+        _end_epoch(
+            session, state, val_batches, epoch, _metrics(state.step_losses[epoch_start:], None, learning_rate)
+        )
+
+
+def _mid_epoch_save_due(session: _Session, state: _Position, index: int) -> bool:
+    """Every save_every_steps steps, except on an epoch's last batch (the epoch-end save covers it)."""
+    every = session.config.save_every_steps
+    last = index + 1 == session.batches.batches_per_epoch
+    return bool(every) and state.global_step % every == 0 and not last
+
+
+def _end_epoch(session: _Session, state: _Position, val_batches: list[Batch], epoch: int, metrics) -> None:
+    """Validate, record the epoch in the history, save the epoch-end checkpoint, print one line."""
+    metrics["val_loss"] = evaluate(
+        session.model, val_batches, device=session.device, amp_dtype=session.amp_dtype
+    )
+    state.history.append({"epoch": epoch, "global_step": state.global_step, **metrics})
+    path = _save(session, state, epoch, session.batches.batches_per_epoch, metrics, None)
+    session.run.epochs_completed = epoch + 1
+    _progress.write(_progress.epoch_line(epoch, session.config.epochs, state.global_step, metrics, path))
+
+
+def _train_step(session: _Session, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
+    """One optimizer step; returns the loss and the learning rate the step used."""
+    model, optimizer, scaler, device = session.model, session.optimizer, session.scaler, session.device
+    learning_rate = optimizer.param_groups[0]["lr"]
+    optimizer.zero_grad(set_to_none=True)
+    with torch.autocast(device.type, dtype=session.amp_dtype, enabled=session.amp_dtype is not None):
+        _, loss = model(x.to(device), y.to(device))
+    if scaler is not None:
+        scaler.scale(loss).backward()
+        scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
+    else:
+        loss.backward()
+    if session.config.grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), session.config.grad_clip)
+    if scaler is not None:
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
+    if session.scheduler is not None:
+        session.scheduler.step()
+    return float(loss.detach()), float(learning_rate)
+
+
+def _metrics(epoch_losses: list[float], val_loss: float | None, learning_rate: float) -> dict[str, Any]:
+    train_loss = sum(epoch_losses) / len(epoch_losses) if epoch_losses else None
+    return {"train_loss": train_loss, "val_loss": val_loss, "learning_rate": learning_rate}
+
+
+def _save(session: _Session, state: _Position, epoch: int, batch_in_epoch: int, metrics, bar) -> Path | None:
+    """Write a checkpoint; a failure is reported (and stops the run only when configured to)."""
+    config = session.config
+    try:
+        path = save_checkpoint(
+            session.checkpoint_dir,
+            session.model,
+            session.optimizer,
+            epoch=epoch,
+            global_step=state.global_step,
+            metrics=metrics,
+            scheduler=session.scheduler,
+            scaler=session.scaler,
+            history=state.history,
+            config=session.stored_config,
+            rng_state=capture_rng_state(),
+            data_state=_data_state(session.batches, epoch, batch_in_epoch),
+            step_losses=torch.tensor(state.step_losses, dtype=torch.float64),
+            retention=RetentionPolicy(keep_best=config.keep_best, keep_last=config.keep_last),
+        )
+    except CheckpointSaveError as error:
+        where = f"epoch {epoch + 1}, step {state.global_step}"
+        session.run.save_failures.append(f"{where}: {error}")
+        _progress.write(_progress.save_failure_message(where, error, config.stop_on_save_error), bar)
+        if config.stop_on_save_error:
+            session.run.stop_reason = f"checkpoint save failed at {where}"
+        return None
+    session.run.checkpoints.append(path)
+    return path
+
+
+def _data_state(batches: EpochBatches, epoch: int, batch_in_epoch: int) -> dict[str, int]:
+    return {
+        "epoch": epoch,
+        "batch_in_epoch": batch_in_epoch,  # batches of `epoch` already trained on
+        "batches_per_epoch": batches.batches_per_epoch,
+        "seed": batches.seed,
+    }
+
+
+def _finish(session: _Session, state: _Position) -> None:
+    run = session.run
+    run.history, run.step_losses, run.global_step = state.history, state.step_losses, state.global_step
+    run.best_val_loss = state.best_val_loss
+    run.best_checkpoint = _best_on_disk(session.checkpoint_dir)
+    if run.stop_reason:
+        print(f"⏹  Training stopped: {run.stop_reason}. Resume with RESUME='latest'.")
+    if run.save_failures:
+        print(f"⚠️  {len(run.save_failures)} checkpoint save(s) failed; see the warnings above.")
+
+
+def _best_on_disk(folder: Path) -> Path | None:
+    """The best checkpoint the folder holds now (retention may have removed files this run wrote)."""
+    from utils.training.engine.recovery import list_checkpoints
+
+    listed = list_checkpoints(folder, on_skip=None)  # a skipped file is not this run's concern
+    return listed[0].path if listed else None
