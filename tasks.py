@@ -62,7 +62,7 @@ def run_notebook(python: Path, extra: list[str]) -> None:
         python, "-m", "papermill", "training.ipynb", executed,
         "--cwd", ROOT, "--log-output", "--progress-bar",
         "-p", "MODEL_PRESET", "tiny",
-        "-p", "EPOCHS", "4",
+        "-p", "EPOCHS", "20",
         "-p", "DEVICE", "cpu",
         "-p", "CHECKPOINT_DIR", str(OUTPUTS / "checkpoints"),
         "-p", "OUTPUT_DIR", str(OUTPUTS),

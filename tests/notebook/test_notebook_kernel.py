@@ -1,0 +1,181 @@
+"""training.ipynb executed in a real Jupyter kernel with the tiny preset (issues 3, 4 and 5).
+
+Kernels are shared where the tests allow it: one papermill run top to bottom,
+one trained session for Cells 33-35 in every situation, one fresh kernel for
+"model not found", and two kernels for the resume (the uninterrupted reference
+is the shared session's run).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import nbformat
+import papermill
+import pytest
+import torch
+
+from .kernel import FAST, NOTEBOOK, ROOT, Kernel, code_cell, output_text
+
+pytestmark = [pytest.mark.notebook, pytest.mark.slow]
+
+PANELS = ["AVAILABLE CHECKPOINTS", "🔍 Selection Method:", "LOADING MODEL WEIGHTS", "✅ Weights loaded successfully!",
+          "CHECKPOINT INFO", "MODEL INFO", "ARCHITECTURE PREVIEW", "NEXT STEPS"]  # fmt: skip
+SESSION_NAMES = ["checkpoint_path", "history", "train_losses", "val_losses", "best_epoch", "best_val_loss"]
+
+
+def _in_order(text: str, markers: list[str]) -> bool:
+    positions = [text.find(marker) for marker in markers]
+    return -1 not in positions and positions == sorted(positions)
+
+
+def _final_checkpoint(folder: Path) -> dict:
+    """The highest-step checkpoint of a folder, loaded safely."""
+    latest = max(folder.glob("checkpoint_*.pt"), key=lambda p: int(re.search(r"step(\d+)", p.name)[1]))
+    return torch.load(latest, map_location="cpu", weights_only=True)
+
+
+# ---------------------------------------------------------------- (a) top to bottom with papermill
+
+
+@pytest.fixture(scope="module")
+def executed(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("papermill")
+    params = {**FAST, "EPOCHS": 2, "CHECKPOINT_DIR": str(folder / "ckpt"), "OUTPUT_DIR": str(folder / "out")}
+    papermill.execute_notebook(
+        str(NOTEBOOK), str(folder / "executed.ipynb"), parameters=params, cwd=str(ROOT), progress_bar=False
+    )
+    return nbformat.read(folder / "executed.ipynb", as_version=4), folder
+
+
+class TestWholeRun:
+    def test_no_cell_failed(self, executed):
+        nb, _ = executed
+        errors = [o for c in nb.cells for o in c.get("outputs", []) if o.output_type == "error"]
+        assert errors == []
+
+    def test_recovery_load_and_session_cells(self, executed):
+        nb, _ = executed
+        assert "🏆 Best: checkpoint_epoch0001" in output_text(code_cell(nb, 33))
+        cell34 = output_text(code_cell(nb, 34))
+        assert _in_order(cell34, PANELS) and "From Cell 33 (Checkpoint Recovery)" in cell34
+        cell35 = output_text(code_cell(nb, 35))
+        assert "Source: Cell 33" in cell35 and all(name in cell35 for name in SESSION_NAMES)
+
+    def test_trained_text_differs_from_the_untrained_sample(self, executed):
+        nb, _ = executed
+        untrained = output_text(code_cell(nb, 17)).strip()
+        generated = output_text(code_cell(nb, 36))
+        assert untrained not in generated and "Untrained model, same prompt and seed" in generated
+
+    def test_plots_are_saved_and_shown(self, executed):
+        nb, folder = executed
+        for name in ("lr_schedule.png", "training_curves.png", "training_dashboard.png", "model.safetensors"):
+            assert (folder / "out" / name).stat().st_size > 1000, name
+        for number in (19, 33, 38):
+            assert any("image/png" in o.get("data", {}) for o in code_cell(nb, number).outputs), number
+
+
+# ---------------------------------------------------------------- (b, c) Cells 33-35 in one trained session
+
+
+@pytest.fixture(scope="module")
+def session(tmp_path_factory):
+    """A kernel that ran Cells 1-32 (4 epochs); also the uninterrupted reference for the resume test."""
+    folder = tmp_path_factory.mktemp("session")
+    kernel = Kernel(
+        EPOCHS=4, CHECKPOINT_DIR=str(folder / "ckpt"), OUTPUT_DIR=str(folder / "out"), KEEP_LAST=10
+    )
+    kernel.run_range(1, 32)
+    kernel.folder = folder
+    kernel.reference = _final_checkpoint(folder / "ckpt")
+    yield kernel
+    kernel.close()
+
+
+def _forget(kernel: Kernel, *names: str) -> None:
+    kernel.code("\n".join(f"globals().pop({name!r}, None)" for name in names))
+
+
+class TestCell34InKernel:
+    def test_happy_path_through_cell_33(self, session):
+        session.run(33)
+        text = session.run(34)
+        assert _in_order(text, PANELS) and "From Cell 33 (Checkpoint Recovery)" in text
+        assert "Traceback" not in text
+
+    def test_without_cell_33_auto_selects_the_best(self, session):
+        _forget(session, "results")
+        text = session.run(34)
+        assert "🔍 Selection Method: Auto-selected best" in text and "→ [0]" in text
+        assert "✅ Weights loaded successfully!" in text
+
+    def test_manual_override_by_uncommenting_the_line(self, session):
+        target = sorted((session.folder / "ckpt").glob("checkpoint_epoch0000_*.pt"))[-1]
+        source = re.sub(r'^# MANUAL_CHECKPOINT = ".*"$', f"MANUAL_CHECKPOINT = {str(target)!r}",
+                        session.source(34), flags=re.MULTILINE)  # fmt: skip
+        text = session.run(34, source=source)
+        assert "🔍 Selection Method: Manual override" in text
+        assert f"📂 Loading checkpoint: {target.name}" in text and "Epoch: 0" in text
+
+    def test_no_checkpoints(self, session, tmp_path):
+        _forget(session, "results")
+        session.code(f"saved_dir, CHECKPOINT_DIR = CHECKPOINT_DIR, {str(tmp_path / 'empty')!r}")
+        text = session.run(34)
+        session.code("CHECKPOINT_DIR = saved_dir")
+        assert f"❌ No checkpoints found in {tmp_path / 'empty'}/" in text
+        assert "Traceback" not in text and "AVAILABLE CHECKPOINTS" not in text
+
+    def test_mismatch_prints_the_panel_and_leaves_the_model_unchanged(self, session):
+        _forget(session, "results")
+        session.code(
+            "import torch\nfrom utils.model import GPT, config_for_preset\n"
+            "model = GPT(config_for_preset('tiny', n_layer=3))\n"
+            "before = {k: v.clone() for k, v in model.state_dict().items()}"
+        )
+        text = session.run(34)
+        same = session.code("print(all(torch.equal(before[k], v) for k, v in model.state_dict().items()))")
+        session.run(13)  # back to the notebook's own model
+        assert "❌ ERROR: Model architecture mismatch!" in text and "n_layer: checkpoint 2, model 3" in text
+        assert "Traceback" not in text and same.strip() == "True"
+
+
+class TestCell35InKernel:
+    def test_prints_when_fresh_and_when_already_present(self, session):
+        _forget(session, "results", "load_report", *SESSION_NAMES)
+        session.run(33)
+        fresh = session.run(35)
+        again = session.run(35)
+        assert "Source: Cell 33" in fresh and all(f"{n}" in fresh for n in SESSION_NAMES)
+        assert re.search(r"🆕 best_val_loss\s+new", fresh)
+        assert re.search(r"🟰 best_val_loss\s+unchanged", again)
+        assert "0 new, 0 updated" in again
+
+
+def test_model_not_found_in_a_fresh_kernel():
+    with Kernel() as kernel:
+        text = kernel.run(34)
+    assert text.startswith("❌ Model instance not found!")
+    assert "Run Cell 13 (Initialize Model)" in text and "Traceback" not in text
+
+
+# ---------------------------------------------------------------- (d) resume after a kernel restart
+
+
+def test_resume_after_restart_matches_the_uninterrupted_run(session, tmp_path):
+    params = dict(
+        EPOCHS=4, CHECKPOINT_DIR=str(tmp_path / "ckpt"), OUTPUT_DIR=str(tmp_path / "out"), KEEP_LAST=10
+    )
+    with Kernel(**params, EPOCHS_THIS_SESSION=2) as first:
+        first.run_range(1, 32)
+    assert _final_checkpoint(tmp_path / "ckpt")["epoch"] == 1  # two epochs done, then the "runtime died"
+    with Kernel(**params, RESUME="latest") as second:
+        outputs = second.run_range(1, 32)
+    assert "✅ Complete state" in outputs[25]
+    resumed, reference = _final_checkpoint(tmp_path / "ckpt"), session.reference
+    assert resumed["global_step"] == reference["global_step"] == 20
+    assert torch.equal(resumed["step_losses"], reference["step_losses"])
+    weights, expected = resumed["model_state_dict"], reference["model_state_dict"]
+    assert weights.keys() == expected.keys() and all(torch.equal(weights[k], expected[k]) for k in weights)
+    assert resumed["history"] == reference["history"]

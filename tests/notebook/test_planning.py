@@ -1,0 +1,85 @@
+"""Memory, speed and plan figures: right arithmetic, and the probe leaves the model untouched."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from utils.notebook.planning import (
+    checkpoint_size_bytes,
+    estimate_memory,
+    format_bytes,
+    format_duration,
+    measure_throughput,
+    plan_training,
+    retention_lines,
+)
+from utils.training.loop import TrainConfig
+
+
+class TestFormatting:
+    def test_bytes(self):
+        assert (format_bytes(512), format_bytes(1536), format_bytes(3 * 1024**3)) == (
+            "512 B",
+            "1.5 KiB",
+            "3.0 GiB",
+        )
+
+    def test_duration(self):
+        assert (format_duration(5), format_duration(75), format_duration(4000)) == (
+            "5.0 s",
+            "1 min 15 s",
+            "1 h 6 min",
+        )
+
+
+class TestEstimateMemory:
+    def test_adam_doubles_the_weights_and_fit_verdict(self, tiny_model):
+        estimate = estimate_memory(tiny_model, batch_size=2, available=10**9)
+        assert estimate.optimizer == 2 * estimate.weights and estimate.fits
+        assert not estimate_memory(tiny_model, 2, available=1000).fits
+        assert "Probably does not fit" in "\n".join(estimate_memory(tiny_model, 2, 1000).lines())
+
+
+class TestCheckpointSize:
+    def test_tied_weights_counted_once(self, tiny_model):
+        params = sum(p.numel() for p in tiny_model.parameters())
+        assert checkpoint_size_bytes(tiny_model, with_optimizer=False) == params * 4 + 64 * 1024
+
+
+class TestMeasureThroughput:
+    def test_positive_and_no_side_effects(self, tiny_model, val_batches):
+        before = {k: v.clone() for k, v in tiny_model.state_dict().items()}
+        rng = torch.get_rng_state()
+        result = measure_throughput(tiny_model, val_batches[0], repeats=1)
+        assert result.seconds_per_step > 0 and result.tokens_per_second > 0
+        assert all(torch.equal(before[k], v) for k, v in tiny_model.state_dict().items())
+        assert torch.equal(rng, torch.get_rng_state()) and all(
+            p.grad is None for p in tiny_model.parameters()
+        )
+
+
+class TestPlanTraining:
+    def test_counts_saves_steps_and_disk(self):
+        config = TrainConfig(epochs=4, save_every_steps=50, keep_best=1, keep_last=2)
+        plan = plan_training(config, batches_per_epoch=120, checkpoint_bytes=100, free_disk=10**6)
+        assert (plan.total_steps, plan.steps_to_run, plan.saves, plan.disk_needed) == (480, 480, 12, 400)
+
+    def test_resume_and_session_limit(self):
+        config = TrainConfig(epochs=10, stop_after_epochs=3)
+        plan = plan_training(config, batches_per_epoch=10, start_epoch=2, checkpoint_bytes=1, free_disk=1)
+        assert (plan.end_epoch, plan.steps_to_run) == (5, 30)
+        assert "this session stops after epoch 5" in "\n".join(plan.lines())
+
+    def test_not_enough_disk_is_flagged(self):
+        plan = plan_training(TrainConfig(epochs=1), batches_per_epoch=1, checkpoint_bytes=10**9, free_disk=10)
+        assert "Not enough disk" in "\n".join(plan.lines())
+
+    def test_bad_batches(self):
+        with pytest.raises(ValueError, match="batches_per_epoch"):
+            plan_training(TrainConfig(), batches_per_epoch=0, checkpoint_bytes=1, free_disk=1)
+
+
+class TestRetentionLines:
+    def test_states_the_counts(self):
+        assert "best 2 by val_loss + the latest 3" in retention_lines(2, 3)[0]

@@ -1,0 +1,159 @@
+"""Cell 34, "Load Model Weights from Checkpoint": the orchestration behind the thin cell.
+
+The approved design (spec/load-weights-cell-design.md) fixes what the cell
+prints; the loading itself is ``load_model_weights`` and the panels are the
+pure renderers in ``utils.training.engine.panels``. This module decides:
+
+* the prerequisites: ``model`` exists (else the design's scenario 1), and the
+  folder holds checkpoints (else scenario 2);
+* which file: the manual override line > Cell 33's ``results['checkpoint_path']``
+  > the first (best) of ``list_checkpoints()``; "🔍 Selection Method:" names the rule;
+* what to print for each failure: a panel, never a traceback, and for a damaged
+  file the next valid checkpoint to try;
+* the evidence that the weights are trained: the loss on a validation batch.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, MutableMapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from utils.training.engine.errors import CheckpointError
+from utils.training.engine.loading import LoadReport, load_model_weights
+from utils.training.engine.panels import (
+    render_available_checkpoints,
+    render_load_error,
+    render_load_report,
+    render_model_not_found,
+    render_no_checkpoints,
+    render_selection,
+)
+from utils.training.engine.prefixes import unwrap_model
+from utils.training.engine.recovery import CheckpointInfo, scan_checkpoints
+
+__all__ = ["Selection", "choose_checkpoint", "resolve_checkpoint_dir", "load_weights_cell"]
+
+DEFAULT_CHECKPOINT_DIR = "./checkpoints"
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The file Cell 34 will load, the rule that chose it, and its place in the listing."""
+
+    path: Path
+    method: str  # "manual" | "cell33" | "auto" (the keys of panels.SELECTION_METHODS)
+    index: int | None
+
+
+def resolve_checkpoint_dir(namespace: MutableMapping[str, Any], checkpoint_dir=None) -> Path:
+    """The folder to list: the argument > Cell 33's folder > CHECKPOINT_DIR > ./checkpoints."""
+    results = namespace.get("results")
+    for candidate in (
+        checkpoint_dir,
+        results.get("checkpoint_dir") if isinstance(results, dict) else None,
+        namespace.get("CHECKPOINT_DIR"),
+    ):
+        if candidate:
+            return Path(candidate).expanduser()
+    return Path(DEFAULT_CHECKPOINT_DIR)
+
+
+def _index_of(path: Path, checkpoints: list[CheckpointInfo]) -> int | None:
+    target = os.path.realpath(path)
+    return next((i for i, info in enumerate(checkpoints) if os.path.realpath(info.path) == target), None)
+
+
+def choose_checkpoint(
+    checkpoints: list[CheckpointInfo], results: Any = None, manual_path: str | os.PathLike | None = None
+) -> Selection | None:
+    """Apply the design's priority: manual override > Cell 33's choice > best of the listing.
+
+    Args:
+        checkpoints: the listing, best first.
+        results: Cell 33's ``results`` dict (or anything else, ignored).
+        manual_path: the path from the cell's manual override line.
+
+    Returns:
+        The selection, or None when there is nothing to choose from.
+    """
+    if manual_path:
+        path = Path(manual_path).expanduser()
+        return Selection(path, "manual", _index_of(path, checkpoints))
+    chosen = results.get("checkpoint_path") if isinstance(results, dict) else None
+    if chosen:
+        return Selection(Path(chosen), "cell33", _index_of(Path(chosen), checkpoints))
+    if checkpoints:
+        return Selection(Path(checkpoints[0].path), "auto", 0)
+    return None
+
+
+def _next_candidate(selection: Selection, checkpoints: list[CheckpointInfo]) -> str | None:
+    """The best listed checkpoint that is not the selected one (for a damaged selection)."""
+    return next((info.name for i, info in enumerate(checkpoints) if i != selection.index), None)
+
+
+@torch.no_grad()
+def _validation_loss(model: torch.nn.Module, val_batches: Any) -> float | None:
+    """Loss on the first validation batch: evidence that the weights are trained, not random."""
+    if not val_batches:
+        return None
+    x, y = val_batches[0]
+    device = next(model.parameters()).device
+    _, loss = model(x.to(device), y.to(device))  # the model is in eval mode after loading
+    return float(loss)
+
+
+def load_weights_cell(
+    namespace: MutableMapping[str, Any],
+    *,
+    checkpoint_dir: str | os.PathLike | None = None,
+    manual_path: str | os.PathLike | None = None,
+    trust_pickle: bool = False,
+    device: str | torch.device | None = None,
+    out: Callable[[str], None] = print,
+) -> LoadReport | None:
+    """Everything Cell 34 does: check, list, select, load, verify, print the panels.
+
+    Args:
+        namespace: the notebook's ``globals()``: ``model`` is read from it (and loaded
+            in place), ``results`` (Cell 33), ``CHECKPOINT_DIR``, ``device`` and
+            ``val_batches`` are used when present.
+        checkpoint_dir: the folder to list; default Cell 33's folder, then CHECKPOINT_DIR.
+        manual_path: the manual override (the cell's commented line, once uncommented).
+        trust_pickle: allow a file that needs arbitrary unpickling (trusted files only).
+        device: where the model goes; default the notebook's ``device``, else CUDA when available.
+        out: where the panels go (print).
+
+    Returns:
+        The LoadReport, or None when a prerequisite is missing or the load failed
+        (the panel printed says why; the model is unchanged).
+    """
+    model = namespace.get("model")
+    if not isinstance(model, torch.nn.Module):
+        out(render_model_not_found())
+        return None
+    folder = resolve_checkpoint_dir(namespace, checkpoint_dir)
+    if manual_path and checkpoint_dir is None:
+        folder = Path(manual_path).expanduser().parent  # list the manual file's neighbours
+    scan = scan_checkpoints(folder)
+    selection = choose_checkpoint(scan.checkpoints, namespace.get("results"), manual_path)
+    if selection is None or (not scan.checkpoints and selection.method != "manual"):
+        out(render_no_checkpoints(folder, scan.skipped))
+        return None
+    out(render_available_checkpoints(scan.checkpoints, selection.index))
+    out(render_selection(selection.path.name, selection.method))
+    target = device if device is not None else namespace.get("device")
+    try:
+        report = load_model_weights(model, selection.path, target, trust_pickle=trust_pickle)
+    except CheckpointError as error:
+        out(render_load_error(error, _next_candidate(selection, scan.checkpoints)))
+        return None
+    loss = _validation_loss(model, namespace.get("val_batches"))
+    vocab = getattr(getattr(unwrap_model(model), "config", None), "vocab_size", None)
+    out(render_load_report(report, validation_loss=loss, vocab_size=vocab))
+    return report
