@@ -23,7 +23,7 @@ class TestCheckpointRecovery:
         results = checkpoint_recovery(checkpoint_dir, tmp_path / "out")
         out = capsys.readouterr().out
         assert Path(results["checkpoint_path"]).name.startswith("checkpoint_epoch0001")
-        assert "after 2 epochs, val_loss 2.5000" in out and "3 valid" in out
+        assert "(epoch 1, after 2 epochs; val_loss 2.5000)" in out and "3 valid" in out
         assert (tmp_path / "out" / "training_curves.png").exists()
 
     def test_empty_folder_prints_and_returns_none(self, tmp_path, capsys):

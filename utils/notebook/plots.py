@@ -18,6 +18,8 @@ from matplotlib.ticker import MaxNLocator
 __all__ = ["plot_training_curves", "plot_lr_schedule", "plot_dashboard", "moving_average", "show_png"]
 
 DPI = 110
+# Checkpoints count epochs from 0 (file names, Cell 33, Cell 34); the plots use the same numbers.
+EPOCH_LABEL = "epoch (0-based, as in checkpoint names)"
 TRAIN_COLOR, VAL_COLOR, LR_COLOR, STEP_COLOR = "#1f77b4", "#d62728", "#2ca02c", "#9ecae1"
 
 
@@ -41,8 +43,12 @@ def moving_average(values: Sequence[float], window: int) -> list[float]:
 
 
 def _column(history: Sequence[Mapping], key: str) -> tuple[list[float], list[float]]:
-    """(x, y) of one metric: x is the 1-based epoch number, rows without the metric left out."""
-    points = [(row.get("epoch", i) + 1, row.get(key)) for i, row in enumerate(history)]
+    """(x, y) of one metric; rows without the metric left out.
+
+    x is the epoch as stored (0-based), the number the checkpoint names, the Cell 33 table and
+    Cell 34's panels show, so that "best (epoch 19)" here is the file ``..._epoch0019_...``.
+    """
+    points = [(row.get("epoch", i), row.get(key)) for i, row in enumerate(history)]
     points = [(x, y) for x, y in points if y is not None and math.isfinite(y)]
     return [x for x, _ in points], [y for _, y in points]
 
@@ -66,8 +72,8 @@ def _draw_epoch_losses(ax, history: Sequence[Mapping], best_epoch: int | None = 
         if x:
             ax.plot(x, y, "o-", color=color, label=label)
     if best_epoch is not None:
-        ax.axvline(best_epoch + 1, color="gray", linestyle=":", label=f"best (epoch {best_epoch + 1})")
-    ax.set_xlabel("epoch")
+        ax.axvline(best_epoch, color="gray", linestyle=":", label=f"best (epoch {best_epoch})")
+    ax.set_xlabel(EPOCH_LABEL)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel("cross-entropy loss")
     ax.grid(alpha=0.3)
@@ -167,7 +173,7 @@ def _draw_learning_rate(ax, history: Sequence[Mapping], learning_rates: Sequence
     else:
         x, y = _column(history, "learning_rate")
         ax.plot(x, y, "o-", color=LR_COLOR)
-        ax.set_xlabel("epoch")
+        ax.set_xlabel(EPOCH_LABEL)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.ticklabel_format(axis="y", style="sci", scilimits=(-3, 3))
     ax.grid(alpha=0.3)
@@ -177,7 +183,7 @@ def _draw_perplexity(ax, history: Sequence[Mapping]) -> None:
     ax.set_title("Validation perplexity (lower is better)")
     x, y = _column(history, "val_loss")
     ax.plot(x, [math.exp(min(v, 50.0)) for v in y], "o-", color=VAL_COLOR)
-    ax.set_xlabel("epoch")
+    ax.set_xlabel(EPOCH_LABEL)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel("perplexity")
     ax.grid(alpha=0.3)

@@ -69,7 +69,9 @@ def checkpoint_recovery(checkpoint_dir: str | os.PathLike, output_dir: str | os.
         return None
     best = Path(results["checkpoint_path"]).name
     epoch = results["best_epoch"]
-    print(f"\n🏆 Best: {best} (after {_one_based(epoch)} epochs, val_loss {results['best_val_loss']:.4f})")
+    print(
+        f"\n🏆 Best: {best} (epoch {epoch}, after {_one_based(epoch)} epochs; val_loss {results['best_val_loss']:.4f})"
+    )
     print(f"🕒 Latest: {Path(results['latest_checkpoint_path']).name}")
     print(f"📈 History: {len(results['history'])} epochs recovered without loading any weights")
     png = plot_training_curves(
