@@ -97,7 +97,9 @@ def timings(folder: Path, quick: bool, repeats: int) -> None:
     for label, run in variants.items():
         seconds, peaks = [], []
         for _ in range(repeats):
-            model = build_model(quick)  # on the CPU, as Cell 13 leaves it before the load moves it
+            # A CPU model that the load moves to the GPU. In a GPU notebook Cell 13 has already put
+            # the model there; that path (file pages straight into GPU tensors) is not timed here.
+            model = build_model(quick)
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
             start = time.perf_counter()

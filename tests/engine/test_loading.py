@@ -207,6 +207,14 @@ class TestLoadModelWeightsDtypes:
         report = load_model_weights(target, save_full(tmp_path / "n.pt", source, state), device="cpu")
         assert report.nonfinite_tensors == ["transformer.wte.weight", "transformer.h.0.ln_1.weight"]
         assert "transformer.h.0.ln_1.weight" in report.warnings[0] and report.verified
+        assert report.warnings[0].startswith("2 tensors with NaN or Inf values")
+
+    def test_one_nonfinite_tensor_is_named_in_the_singular(self, tmp_path):
+        source, target = tiny_gpt(1), tiny_gpt(2)
+        state = source.state_dict()
+        state["transformer.ln_f.bias"][0] = math.nan
+        report = load_model_weights(target, save_full(tmp_path / "n.pt", source, state), device="cpu")
+        assert report.warnings[0].startswith("1 tensor with NaN or Inf values: transformer.ln_f.bias")
 
     def test_large_finite_values_are_not_reported_as_nonfinite(self, tmp_path):
         source, target = tiny_gpt(1), tiny_gpt(2)

@@ -308,6 +308,7 @@ class TestRenderCorruptCheckpoint:
         text = render_corrupt_checkpoint(error, NAME_8)
         assert "❌ ERROR: Checkpoint file is damaged!" in text and f"📂 File: {NAME_9}" in text
         assert f"   1. Load the next valid checkpoint: {NAME_8}" in text and text.endswith(RULE)
+        assert "set the MANUAL_CHECKPOINT line in this cell to that file" in text
 
     def test_without_a_candidate_points_to_training(self):
         error = NotACheckpointError("/c/x.pt", "holds a list, not model weights")
@@ -321,6 +322,7 @@ class TestRenderUnsafeCheckpoint:
         text = render_unsafe_checkpoint(error)
         assert "could run code" in text and "needs `posix.system`" in text
         assert "      load_model_weights(model, '/c/evil.pt', trust_pickle=True)" in text.splitlines()
+        assert "tick TRUST_PICKLE" in text  # the cell's own checkbox, not only the library call
 
 
 class TestRenderLoadError:

@@ -41,6 +41,12 @@ class TestCompareStateDicts:
         diff = compare_state_dicts({"w": torch.zeros(2, dtype=torch.bfloat16)}, {"w": torch.zeros(2)})
         assert diff.ok and diff.dtype_conversions == [("w", "bfloat16", "float32")]
 
+    def test_a_tied_tensor_is_one_conversion_not_one_per_name(self):
+        shared = torch.zeros(2)  # lm_head.weight is wte.weight: two names, one tensor
+        checkpoint = {name: torch.zeros(2, dtype=torch.float16) for name in ("wte", "lm_head")}
+        diff = compare_state_dicts(checkpoint, {"wte": shared, "lm_head": shared})
+        assert diff.dtype_conversions == [("wte", "float16", "float32")]
+
     @pytest.mark.parametrize(
         "value, found",
         [

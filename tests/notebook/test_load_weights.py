@@ -126,3 +126,12 @@ class TestLoadWeightsCell:
                      "results": {"checkpoint_path": str(checkpoint_dir / "gone.pt")}}  # fmt: skip
         report, text = _run(namespace)
         assert report is None and "gone.pt" in text and "Traceback" not in text
+
+    def test_device_failure_prints_a_panel_not_a_traceback(self, checkpoint_dir, tiny_model, monkeypatch):
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+        before = _state(tiny_model)
+        namespace = {"model": tiny_model, "CHECKPOINT_DIR": str(checkpoint_dir), "device": "cuda"}
+        report, text = _run(namespace)
+        assert report is None and "❌ ERROR: The model could not be loaded onto cuda!" in text
+        assert "Set DEVICE = 'cpu' in Cell 3" in text and "Traceback" not in text
+        assert all(torch.equal(before[k], v) for k, v in tiny_model.state_dict().items())

@@ -27,6 +27,7 @@ from utils.training.engine.errors import CheckpointError
 from utils.training.engine.loading import LoadReport, load_model_weights
 from utils.training.engine.panels import (
     render_available_checkpoints,
+    render_device_failure,
     render_load_error,
     render_load_report,
     render_model_not_found,
@@ -152,6 +153,9 @@ def load_weights_cell(
         report = load_model_weights(model, selection.path, target, trust_pickle=trust_pickle)
     except CheckpointError as error:
         out(render_load_error(error, _next_candidate(selection, scan.checkpoints)))
+        return None
+    except (ValueError, RuntimeError) as error:  # DEVICE='cuda' without a GPU; CUDA out of memory
+        out(render_device_failure(error, target))
         return None
     loss = _validation_loss(model, namespace.get("val_batches"))
     vocab = getattr(getattr(unwrap_model(model), "config", None), "vocab_size", None)

@@ -292,14 +292,18 @@ def _check_after_load(
         report.verified = not differing
         if differing:
             report.warnings.append(
-                f"{len(differing)} tensors differ from the checkpoint after loading: {_names(differing)}"
+                f"{_tensors(len(differing))} differ from the checkpoint after loading: {_names(differing)}"
             )
     report.nonfinite_tensors = [name for name, tensor in distinct.values() if has_nonfinite(tensor)]
     if report.nonfinite_tensors:
         report.warnings.append(
-            f"{len(report.nonfinite_tensors)} tensors hold NaN or Inf values: {_names(report.nonfinite_tensors)} "
+            f"{_tensors(len(report.nonfinite_tensors))} with NaN or Inf values: {_names(report.nonfinite_tensors)} "
             "(loaded anyway; the model's outputs will not be finite)"
         )
+
+
+def _tensors(count: int) -> str:
+    return f"{count} tensor" if count == 1 else f"{count} tensors"
 
 
 def _names(names: list[str], limit: int = 5) -> str:

@@ -34,6 +34,7 @@ __all__ = [
     "render_corrupt_checkpoint",
     "render_unsafe_checkpoint",
     "render_load_error",
+    "render_device_failure",
 ]
 
 RULE = "=" * 71  # the design's rule, character for character
@@ -367,8 +368,9 @@ def render_corrupt_checkpoint(error: CorruptCheckpointError, next_candidate_name
         lines.extend(
             [
                 f"   1. Load the next valid checkpoint: {next_candidate_name}",
-                "      (uncomment the manual override line in this cell and set it to that file)",
-                "   2. Or move the damaged file out of the checkpoint folder and re-run this cell",
+                "      (set the MANUAL_CHECKPOINT line in this cell to that file; uncomment it if needed)",
+                "   2. Or move the damaged file out of the checkpoint folder, then re-run Cell 33",
+                "      (Checkpoint Recovery) and this cell: both then skip it",
             ]
         )
     else:
@@ -394,7 +396,25 @@ def render_unsafe_checkpoint(error: UnsafeCheckpointError) -> str:
             "🔧 To fix:",
             "   1. Load a checkpoint written by this notebook instead",
             "   2. Only if you trust where this file came from, opt in for it alone:",
+            "      in this cell (Cell 34) tick TRUST_PICKLE and re-run it, or in code:",
             f"      load_model_weights(model, {str(path)!r}, trust_pickle=True)",
+            "",
+            RULE,
+        ]
+    )
+
+
+def render_device_failure(error: Exception, device: Any) -> str:
+    """The model could not be put on ``device`` (no GPU for DEVICE='cuda', CUDA out of memory)."""
+    return _join(
+        [
+            f"❌ ERROR: The model could not be loaded onto {device or 'the default device'}!",
+            "",
+            f"📋 {type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''}",
+            "",
+            "🔧 To fix:",
+            "   1. Set DEVICE = 'cpu' in Cell 3 (Parameters), then re-run Cells 5, 13 and this cell",
+            "   2. Or free GPU memory: Runtime → Restart session, then run Cells 1-13 and this cell",
             "",
             RULE,
         ]

@@ -23,6 +23,8 @@ from typing import Any
 
 import torch
 
+from .tensor_checks import storage_key
+
 __all__ = [
     "StateDictDiff",
     "compare_state_dicts",
@@ -134,6 +136,7 @@ def compare_state_dicts(
     shapes: list[ShapeMismatch] = []
     dtypes: list[Mismatch] = []
     conversions: list[Mismatch] = []
+    converted: set[tuple] = set()  # a tied tensor (lm_head = wte) is converted once, not per name
     for name, target in model_sd.items():
         if name not in checkpoint_sd:
             continue
@@ -146,7 +149,11 @@ def compare_state_dicts(
         elif source.dtype != target.dtype:
             pair = (name, _dtype_name(source.dtype), _dtype_name(target.dtype))
             both_float = source.dtype.is_floating_point and target.dtype.is_floating_point
-            (conversions if both_float else dtypes).append(pair)
+            if not both_float:
+                dtypes.append(pair)
+            elif storage_key(target) not in converted:
+                converted.add(storage_key(target))
+                conversions.append(pair)
     return StateDictDiff(
         missing=missing,
         unexpected=unexpected,
