@@ -295,7 +295,7 @@ def _restore_optimizer(path: Path, obj: Any, optimizer: Any, state: ResumeState)
 
 
 def _restore_counters(obj: dict[str, Any], state: ResumeState) -> None:
-    epoch, step = int(obj.get(fmt.EPOCH_KEY, 0)), int(obj.get(fmt.GLOBAL_STEP_KEY, 0))
+    epoch, step = int(obj.get(fmt.EPOCH_KEY) or 0), int(obj.get(fmt.GLOBAL_STEP_KEY) or 0)  # None: unknown
     state.global_step = step
     data = obj.get(fmt.DATA_STATE_KEY)
     if data is not None:

@@ -112,6 +112,13 @@ def _read_head(path: Path) -> bytes:
             expected="an existing checkpoint file",
             fix="check the path; Cell 33 (Checkpoint Recovery) lists the checkpoints that exist",
         ) from error
+    except NotADirectoryError as error:  # a folder on the way is a file (e.g. CHECKPOINT_DIR names a file)
+        raise CheckpointNotFoundError(
+            path,
+            "does not exist: a part of its path is a file, not a folder",
+            expected="an existing checkpoint file",
+            fix="check the path (is CHECKPOINT_DIR a file?); Cell 33 lists the checkpoints that exist",
+        ) from error
     except OSError as error:
         raise CheckpointError(
             path, f"cannot be read: {error.strerror or error}", fix="check the file's permissions"
@@ -182,7 +189,7 @@ def _classify(path: Path, error: Exception) -> CheckpointError:
     text = str(error)
     if "central directory" in text or isinstance(error, EOFError) or _zip_end_missing(path):
         problem = "is truncated: its end is missing"
-    elif "not in a subdirectory" in text or "data.pkl" in text:
+    elif "not in a subdirectory" in text or "data.pkl" in text or 'hasRecord("version")' in text:
         problem = "is a zip archive, but not one written by torch.save"
         return CorruptCheckpointError(path, problem, expected="a PyTorch checkpoint", fix=_FOREIGN_FIX)
     else:
