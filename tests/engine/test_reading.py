@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 
@@ -48,3 +50,28 @@ class TestReadCheckpointFile:
         with pytest.raises(CorruptCheckpointError, match="truncated") as caught:
             read_checkpoint_file(tmp_path / "t.pt")
         assert caught.value.fix == INTERRUPTED_FIX
+
+    def test_torch_warnings_before_a_failure_are_not_printed(self, tmp_path, monkeypatch):
+        (tmp_path / "bad.pt").write_bytes(b"PK\x03\x04" + b"\x00" * 64)
+
+        def warn_then_fail(*args, **kwargs):
+            warnings.warn("Detected pickle protocol 49 in the checkpoint", UserWarning, stacklevel=2)
+            raise RuntimeError("PytorchStreamReader failed finding central directory")
+
+        monkeypatch.setattr(torch, "load", warn_then_fail)
+        with warnings.catch_warnings(record=True) as shown:
+            warnings.simplefilter("always")
+            with pytest.raises(CorruptCheckpointError, match="truncated"):
+                read_checkpoint_file(tmp_path / "bad.pt")
+        assert shown == []  # the user sees our error alone
+
+    def test_torch_warnings_of_a_successful_load_are_reported(self, tmp_path, monkeypatch):
+        torch.save({"w": torch.ones(2)}, tmp_path / "ok.pt")
+        real_load = torch.load
+
+        def warn_then_load(*args, **kwargs):
+            warnings.warn("something torch wants said", UserWarning, stacklevel=2)
+            return real_load(*args, **kwargs)
+
+        monkeypatch.setattr(torch, "load", warn_then_load)
+        assert read_checkpoint_file(tmp_path / "ok.pt").warnings == ["torch: something torch wants said"]

@@ -67,6 +67,6 @@ def save_failure_message(where: str, error: Exception, stops: bool) -> str:
     outcome = "Training stops (stop_on_save_error=True)." if stops else "Training continues."
     return (
         f"⚠️  CHECKPOINT NOT SAVED ({where}): {error}\n"
-        f"   {outcome} Earlier checkpoints are intact. Fix the cause (free disk space, reconnect "
-        "Google Drive, check CHECKPOINT_DIR) so that the next save succeeds."
+        f"   {outcome} Fix the cause (free disk space, reconnect Google Drive, check "
+        "CHECKPOINT_DIR) so that the next save succeeds."
     )

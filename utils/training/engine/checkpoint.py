@@ -249,6 +249,6 @@ def _save_error(path: Path, error: OSError) -> CheckpointSaveError:
         path.parent,
         f"could not save {path.name}: {reason}" + (f" ({free})" if free else ""),
         expected="a writable folder with room for one more checkpoint (about the size of the last one)",
-        fix="Free disk space or choose another CHECKPOINT_DIR (e.g. on Google Drive); "
-        "lower RetentionPolicy(keep_last=...) to keep fewer files. Earlier checkpoints are intact.",
+        fix="Free disk space or choose another CHECKPOINT_DIR (e.g. on Google Drive); keep fewer "
+        "files with a lower KEEP_LAST / KEEP_BEST (RetentionPolicy). Earlier checkpoints are intact.",
     )

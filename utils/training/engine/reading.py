@@ -19,6 +19,7 @@ import os
 import pickle
 import re
 import sys
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -73,24 +74,36 @@ def read_checkpoint_file(path: str | os.PathLike, *, trust_pickle: bool = False)
     path = Path(path)
     head = _read_head(path)
     use_mmap = head.startswith(_ZIP_MAGIC)  # mmap needs the zip format; legacy files load into memory
+    caught: list[str] = []
     try:
-        return LoadedFile(_torch_load(path, use_mmap, trust_pickle), use_mmap)
+        return LoadedFile(_torch_load(path, use_mmap, trust_pickle, caught), use_mmap, caught)
     except Exception as error:  # classified below; never escapes raw
         first = error
     if _is_refusal(first):
         raise _unsafe_error(path, first) from first
     if use_mmap:  # e.g. a file system without mmap support: try once more, reading into memory
+        caught.clear()
         try:
-            obj = _torch_load(path, False, trust_pickle)
+            obj = _torch_load(path, False, trust_pickle, caught)
         except Exception as error:
             raise _classify(path, error) from error
         note = f"memory-mapping failed ({_first_line(first)}); the file was read into memory instead"
-        return LoadedFile(obj, False, [note])
+        return LoadedFile(obj, False, [note, *caught])
     raise _classify(path, first) from first
 
 
-def _torch_load(path: Path, use_mmap: bool, trust_pickle: bool) -> Any:
-    return torch.load(path, map_location="cpu", weights_only=not trust_pickle, mmap=use_mmap)
+def _torch_load(path: Path, use_mmap: bool, trust_pickle: bool, caught: list[str]) -> Any:
+    """``torch.load``, its warnings kept in ``caught`` rather than printed.
+
+    On a damaged file torch warns (e.g. "Detected pickle protocol ...") just before it fails:
+    the user should see our error alone. A load that succeeds reports them in LoadReport.warnings.
+    """
+    with warnings.catch_warnings(record=True) as recorded:
+        warnings.simplefilter("always")
+        try:
+            return torch.load(path, map_location="cpu", weights_only=not trust_pickle, mmap=use_mmap)
+        finally:
+            caught.extend(f"torch: {_first_line(w.message)}" for w in recorded)
 
 
 def _read_head(path: Path) -> bytes:
