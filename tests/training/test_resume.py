@@ -145,6 +145,27 @@ class TestRestoreTrainingState:
             restore_training_state(run.checkpoints[-1], model, None)
         assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 
+    @pytest.mark.parametrize(
+        "part, broken",
+        [("rng_state", {"torch": torch.zeros(3, dtype=torch.uint8)}), ("scheduler_state_dict", {"x": 1})],
+    )
+    def test_a_part_failing_late_leaves_everything_as_it_was(
+        self, finished, make_setup, tmp_path, part, broken
+    ):
+        run, _ = finished
+        checkpoint = torch.load(run.checkpoints[3], weights_only=True)
+        checkpoint[part] = broken  # the right type, wrong contents: only restoring it can tell
+        torch.save(checkpoint, tmp_path / "bad.pt")
+        s = _fresh(make_setup)
+        weights = {k: v.clone() for k, v in s.model.state_dict().items()}
+        optimizer, scheduler = s.optimizer.state_dict(), s.scheduler.state_dict()
+        generator = torch.get_rng_state()
+        with pytest.raises(ResumeError, match="bad.pt"):
+            restore_training_state(tmp_path / "bad.pt", s.model, s.optimizer, s.scheduler)
+        assert all(torch.equal(weights[k], v) for k, v in s.model.state_dict().items())
+        assert s.optimizer.state_dict() == optimizer and s.scheduler.state_dict() == scheduler
+        assert torch.equal(torch.get_rng_state(), generator)
+
     def test_render_names_the_file_and_the_position(self, finished, make_setup):
         run, _ = finished
         s = _fresh(make_setup)

@@ -28,7 +28,7 @@ from utils.training.engine.errors import (
 from utils.training.engine.prefixes import strip_wrapper_prefixes, unwrap_model
 from utils.training.engine.reading import read_checkpoint_file
 from utils.training.engine.state_dict_diff import compare_state_dicts, rebuild_hint
-from utils.training.rng import restore_rng_state
+from utils.training.rng import capture_rng_state, restore_rng_state
 
 __all__ = [
     "ResumeState",
@@ -165,23 +165,57 @@ def restore_training_state(
         _check_parts(path, obj)  # a malformed part fails here, before anything is changed
     state = ResumeState(checkpoint_path=path, kind=kind)
     weights = _checked_weights(path, obj, model, state)
-    _restore_optimizer(path, obj, optimizer, state)  # validates before changing anything
+    # All or nothing: every part that can still fail is restored first, with a snapshot to roll
+    # back to; the weights (already checked against the model) are copied last.
+    snapshot = _Snapshot.take(optimizer, scheduler, scaler)
+    try:
+        _restore_optimizer(path, obj, optimizer, state)
+        if kind == "bare":
+            _describe_bare(state, scheduler, scaler)
+        else:
+            _restore_counters(obj, state)
+            _restore_scheduler(obj, scheduler, optimizer, state)
+            _restore_scaler(obj, scaler, state)
+            _restore_generators(path, obj, state)
+    except BaseException:
+        snapshot.roll_back()
+        raise
     unwrap_model(model).load_state_dict(weights, strict=True)
     state.restored.insert(0, "model weights")
-    if kind == "bare":
-        _describe_bare(state, scheduler, scaler)
-        return state
-    _restore_counters(obj, state)
-    _restore_scheduler(obj, scheduler, optimizer, state)
-    _restore_scaler(obj, scaler, state)
+    if kind != "bare":
+        state.training_config = (obj.get(fmt.CONFIG_KEY) or {}).get("training")
+    return state
+
+
+@dataclass
+class _Snapshot:
+    """The state a failed resume must leave as it found: optimizer, scheduler, scaler, generators.
+
+    ``state_dict()`` of an optimizer refers to its tensors, and ``load_state_dict`` replaces
+    them rather than writing into them, so the references stay a faithful snapshot.
+    """
+
+    objects: list[tuple[Any, dict[str, Any]]]
+    generators: dict[str, Any]
+
+    @classmethod
+    def take(cls, *objects: Any) -> _Snapshot:
+        kept = [(obj, obj.state_dict()) for obj in objects if obj is not None]
+        return cls(kept, capture_rng_state())
+
+    def roll_back(self) -> None:
+        for obj, saved in self.objects:
+            obj.load_state_dict(saved)
+        restore_rng_state(self.generators)
+
+
+def _restore_generators(path: Path, obj: dict[str, Any], state: ResumeState) -> None:
     try:
         rng = restore_rng_state(obj.get(fmt.RNG_STATE_KEY))
     except ResumeError as error:  # the RNG module does not know the file: name it
         raise ResumeError(path, error.problem, expected=error.expected, fix=error.fix) from error
     state.restored += [f"random generators ({', '.join(rng.restored)})"] if rng.restored else []
     state.missing += rng.missing
-    state.training_config = (obj.get(fmt.CONFIG_KEY) or {}).get("training")
-    return state
 
 
 # The type each part must have when present; checked before the model or optimizer is touched.
@@ -368,7 +402,13 @@ def _fast_forward(scheduler: Any, optimizer: Any, step: int) -> bool:
 def _restore_scaler(obj: dict[str, Any], scaler: Any, state: ResumeState) -> None:
     saved = obj.get(fmt.SCALER_STATE_KEY)
     if saved is not None and scaler is not None:
-        scaler.load_state_dict(saved)
+        try:
+            scaler.load_state_dict(saved)
+        except (ValueError, KeyError, TypeError, RuntimeError) as error:
+            raise ResumeError(
+                state.checkpoint_path, f"the grad-scaler state does not fit ({error!r})",
+                fix="resume from another checkpoint, or set MIXED_PRECISION as in the original run",
+            ) from error  # fmt: skip
         state.restored.append("grad scaler (fp16 loss scale)")
     elif saved is not None:
         state.scaler_state = dict(saved)
