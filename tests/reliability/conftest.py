@@ -1,21 +1,11 @@
-"""Shared fixtures: the bad-input corpus (built once per session) and a one-thread torch."""
+"""Shared fixtures: the bad-input corpus, built once per session (one-thread torch: tests/conftest.py)."""
 
 from __future__ import annotations
 
 import pytest
-import torch
 
 from .corpus import build_corpus
 from .report import FIGURES
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors run fastest on one thread; the 2-core CI machine runs other work beside."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")

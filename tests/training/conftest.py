@@ -50,15 +50,6 @@ def make_setup(**overrides) -> Setup:
     return Setup(model, optimizer, scheduler, batches, val, config)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny matrices run fastest on one thread, and the 2-core CI machine runs other tests beside."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture
 def setup() -> Setup:
     return make_setup()

@@ -141,7 +141,7 @@ def metadata_record(checkpoint: Mapping[str, Any]) -> dict[str, Any]:
     record.update(
         has_optimizer=checkpoint.get(fmt.OPTIMIZER_STATE_KEY) is not None,
         has_rng_state=checkpoint.get(fmt.RNG_STATE_KEY) is not None,
-        tensor_count=_count_tensors(checkpoint),
+        tensor_count=fmt.count_leaves(checkpoint, torch.Tensor),
     )
     return record
 
@@ -205,16 +205,6 @@ def _state_of(obj: Any) -> Any:
     if obj is None or isinstance(obj, Mapping):
         return obj
     return obj.state_dict()
-
-
-def _count_tensors(obj: Any) -> int:
-    if isinstance(obj, torch.Tensor):
-        return 1
-    if isinstance(obj, Mapping):
-        return sum(_count_tensors(v) for v in obj.values())
-    if isinstance(obj, (list, tuple)):
-        return sum(_count_tensors(v) for v in obj)
-    return 0
 
 
 def _json_default(value: Any) -> Any:

@@ -52,6 +52,7 @@ __all__ = [
     "metadata_of",
     "model_state_of",
     "now_iso",
+    "count_leaves",
 ]
 
 # Bumped when a key changes meaning; readers accept every version up to this one.
@@ -187,3 +188,14 @@ def metadata_of(obj: Mapping[str, Any]) -> dict[str, Any]:
     meta = {key: obj[key] for key in METADATA_KEYS if key in obj}
     meta.setdefault(METRICS_KEY, {})
     return meta
+
+
+def count_leaves(obj: Any, leaf_type: type) -> int:
+    """How many ``leaf_type`` values a nest of dicts, lists and tuples holds (the tensor count)."""
+    if isinstance(obj, leaf_type):
+        return 1
+    if isinstance(obj, Mapping):
+        return sum(count_leaves(value, leaf_type) for value in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(count_leaves(value, leaf_type) for value in obj)
+    return 0

@@ -162,7 +162,7 @@ def _from_pickle(path: Path) -> dict[str, Any]:
             kind=kind,
             has_optimizer=bool(obj.get(fmt.OPTIMIZER_STATE_KEY)),
             has_rng_state=obj.get(fmt.RNG_STATE_KEY) is not None,
-            tensor_count=_count_stubs(obj),
+            tensor_count=fmt.count_leaves(obj, TensorStub),
         )
     meta["source"] = "pickle"
     return meta
@@ -234,16 +234,6 @@ def _describe(obj: Any) -> str:
         keys = ", ".join(repr(k) for k in list(obj)[:6])
         return f"a dict with keys [{keys}{', ...' if len(obj) > 6 else ''}]" if obj else "an empty dict"
     return "a tensor" if isinstance(obj, TensorStub) else f"a {type(obj).__name__}"
-
-
-def _count_stubs(obj: Any) -> int:
-    if isinstance(obj, TensorStub):
-        return 1
-    if isinstance(obj, Mapping):
-        return sum(_count_stubs(v) for v in obj.values())
-    if isinstance(obj, (list, tuple)):
-        return sum(_count_stubs(v) for v in obj)
-    return 0
 
 
 def _normalise(raw: Mapping[str, Any]) -> dict[str, Any]:
