@@ -8,7 +8,13 @@ import zipfile
 import pytest
 import torch
 
-from utils.training.engine.archive import NoEndRecordError, append_member, archive_root, read_last_member
+from utils.training.engine.archive import (
+    NoEndRecordError,
+    append_member,
+    archive_root,
+    has_end_record,
+    read_last_member,
+)
 
 
 def _torch_archive(**members) -> io.BytesIO:
@@ -71,3 +77,22 @@ class TestReadLastMember:
             archive.writestr("root/meta.json", b"{}")
         assert b"PK\x06\x06" in buffer.getvalue()[-200:]
         assert read_last_member(buffer, "meta.json") == b"{}"
+
+
+class TestHasEndRecord:
+    def test_complete_archive(self):
+        assert has_end_record(_torch_archive(**{"meta.json": b"{}"}))
+
+    @pytest.mark.parametrize("cut", [1, 10, 21])
+    def test_cut_inside_the_end_record(self, cut):
+        data = _torch_archive().getvalue()
+        assert not has_end_record(io.BytesIO(data[:-cut]))
+
+    def test_comment_running_past_the_end(self):
+        data = bytearray(_torch_archive().getvalue())
+        data[-2:] = (40).to_bytes(2, "little")  # says a 40-byte comment follows; none does
+        assert not has_end_record(io.BytesIO(bytes(data)))
+
+    @pytest.mark.parametrize("data", [b"", b"\x80\x02 pickle"])
+    def test_not_a_zip(self, data):
+        assert not has_end_record(io.BytesIO(data))

@@ -13,7 +13,6 @@ from utils.training.engine.atomic import (
     free_space_text,
     fsync_directory,
     remove_stale_temporary_files,
-    writer_pid,
 )
 from utils.training.engine.naming import temporary_path_for
 
@@ -46,14 +45,6 @@ class TestAtomicWrite:
 class TestFsyncDirectory:
     def test_missing_folder_is_not_an_error(self, tmp_path):
         assert fsync_directory(tmp_path / "missing") is None
-
-
-class TestWriterPid:
-    def test_pid_from_temporary_name(self, tmp_path):
-        assert writer_pid(temporary_path_for(tmp_path / "x.pt")) == os.getpid()
-
-    def test_none_for_other_names(self):
-        assert writer_pid("checkpoint.pt") is None and writer_pid("a.tmp-12-ab") is None
 
 
 class TestRemoveStaleTemporaryFiles:

@@ -16,7 +16,9 @@ import pytest
 import torch
 
 from utils.training.engine import format as fmt
+from utils.training.engine import metadata as metadata_module
 from utils.training.engine.checkpoint import (
+    SAFE_LEAVES,
     RetentionPolicy,
     apply_retention,
     check_weights_only_safe,
@@ -25,7 +27,8 @@ from utils.training.engine.checkpoint import (
     write_checkpoint_file,
 )
 from utils.training.engine.errors import CheckpointSaveError
-from utils.training.engine.naming import is_temporary_file, temporary_path_for
+from utils.training.engine.metadata import read_checkpoint_metadata
+from utils.training.engine.naming import checkpoint_filename, is_temporary_file, temporary_path_for
 
 from .helpers import TinyNet, save, stepped_optimizer, write_legacy
 
@@ -156,6 +159,22 @@ class TestSaveCheckpoint:
             save(tmp_path, epoch=step, step=step, val_loss=float(step), retention=RetentionPolicy())
         assert len(_files(tmp_path)) == 3  # best (step 1) + newest two
 
+    def test_model_without_weights_is_refused_before_writing(self, tmp_path):
+        with pytest.raises(ValueError, match="model_state is empty"):
+            save_checkpoint(tmp_path, torch.nn.ReLU(), epoch=0, global_step=1, metrics=None)
+        assert _files(tmp_path) == []
+
+    def test_record_facts_equal_the_pickle_facts(self, tmp_path):
+        parts = _every_part()
+        path = save_checkpoint(tmp_path, parts.pop("model"), epoch=0, global_step=1, metrics=None, **parts)
+        torch.save(torch.load(path, weights_only=True), tmp_path / "copy.pt")  # same dict, no record
+        record, pickled = read_checkpoint_metadata(path), read_checkpoint_metadata(tmp_path / "copy.pt")
+        facts = ("has_optimizer", "has_rng_state", "tensor_count")
+        assert (record["source"], pickled["source"]) == ("record", "pickle")
+        assert (
+            [record[k] for k in facts] == [pickled[k] for k in facts] == [True, True, 4 + 12 + 2]
+        )  # + RNG state, step losses
+
 
 class TestRetentionPolicy:
     def test_defaults(self):
@@ -192,6 +211,24 @@ class TestApplyRetention:
         apply_retention(tmp_path, RetentionPolicy(keep_best=1, keep_last=1), protect=[old])
         assert old.exists() and len(_files(tmp_path)) == 3
 
+    def test_reads_only_json_records_never_a_pickle(self, tmp_path, monkeypatch):
+        for step in range(3):  # legacy files with engine names: read on every save before
+            write_legacy(tmp_path, epoch=step, step=step, val_loss=0.1)
+        (tmp_path / "foreign.pt").write_bytes(b"PK\x03\x04junk")
+        paths = [save(tmp_path, epoch=step, step=step, val_loss=float(step)) for step in range(10, 14)]
+        unpickled = []
+        monkeypatch.setattr(metadata_module, "load_structure", lambda data: unpickled.append(data))
+        deleted = apply_retention(tmp_path, RetentionPolicy(keep_best=1, keep_last=1))
+        assert unpickled == [] and sorted(deleted) == paths[1:3] and len(_files(tmp_path)) == 3 + 1 + 2
+
+    def test_a_file_renamed_to_an_engine_name_without_a_record_is_kept(self, tmp_path):
+        torch.save({"model_state_dict": TinyNet().state_dict(), "format_version": 1}, tmp_path / "x.pt")
+        stray = (tmp_path / "x.pt").rename(tmp_path / checkpoint_filename(0, 0))
+        for step in range(1, 4):
+            save(tmp_path, epoch=step, step=step, val_loss=float(step))
+        apply_retention(tmp_path, RetentionPolicy(keep_best=1, keep_last=1))
+        assert stray.exists() and len(_files(tmp_path)) == 3
+
 
 class TestWriteCheckpointFile:
     def test_writes_dict_with_record(self, tmp_path):
@@ -214,12 +251,47 @@ class TestMetadataRecord:
         assert record["tensor_count"] == 5  # 4 weights + the RNG state
         json.dumps(record)
 
+    def test_empty_optimizer_state_is_no_optimizer(self):
+        checkpoint = fmt.build_checkpoint(
+            model_state=TinyNet().state_dict(), epoch=0, global_step=3, optimizer_state={}
+        )
+        assert metadata_record(checkpoint)["has_optimizer"] is False
+
+    def test_tensor_count_given_by_the_caller(self):
+        checkpoint = fmt.build_checkpoint(model_state=TinyNet().state_dict(), epoch=0, global_step=3)
+        assert metadata_record(checkpoint, tensor_count=4)["tensor_count"] == 4
+
 
 class TestCheckWeightsOnlySafe:
     def test_plain_values_pass(self):
         check_weights_only_safe({"a": [1, 2.0, "x", None, (True,)], "t": torch.ones(1), "d": torch.float16})
 
-    @pytest.mark.parametrize("value", [os.environ, collections.defaultdict(int), Path("x")])
+    @pytest.mark.parametrize("leaf", [*SAFE_LEAVES, set], ids=lambda t: t.__name__)
+    def test_every_accepted_leaf_loads_with_weights_only(self, tmp_path, leaf):
+        samples = {
+            str: "s",
+            bytes: b"b",
+            int: 3,
+            float: 1.5,
+            bool: True,
+            complex: 1j,
+            type(None): None,
+            set: {1, 2},
+        }
+        samples.update(
+            {torch.dtype: torch.float16, torch.device: torch.device("cpu"), torch.Size: torch.Size([2])}
+        )
+        value = samples[leaf]
+        assert check_weights_only_safe({"x": value}) == 0
+        torch.save({"x": value}, tmp_path / "leaf.pt")
+        assert torch.load(tmp_path / "leaf.pt", weights_only=True)["x"] == value
+
+    def test_returns_the_tensor_count(self):
+        assert check_weights_only_safe({"a": [torch.ones(1), (torch.ones(2), {3})], "b": torch.ones(1)}) == 3
+
+    @pytest.mark.parametrize(
+        "value", [os.environ, collections.defaultdict(int), Path("x"), frozenset({1})], ids=str
+    )
     def test_object_is_named(self, value):
         with pytest.raises(TypeError, match=r"checkpoint\['cfg'\] is a .*weights_only=True\) refuses"):
             check_weights_only_safe({"cfg": value})

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 
 from utils.training.engine import format as fmt
+from utils.training.engine.safe_unpickle import TensorStub
 
-from .helpers import TinyNet
+from .helpers import TinyNet, stepped_optimizer
 
 
 def _build(**overrides):
@@ -49,6 +51,24 @@ class TestBuildCheckpoint:
         cleaned = _build(metrics=metrics)[fmt.METRICS_KEY]
         assert cleaned == {"train_loss": 2.0, "val_loss": None, "learning_rate": 3.0}
 
+    def test_extra_metrics_may_be_tensors_like_the_known_ones(self):
+        metrics = {
+            "val_loss": 1.0,
+            "perplexity": torch.tensor(7.5),
+            "acc": 0.5,
+            "bad": torch.tensor(math.inf),
+        }
+        cleaned = _build(metrics=metrics)[fmt.METRICS_KEY]
+        assert (cleaned["perplexity"], cleaned["acc"], cleaned["bad"]) == (7.5, 0.5, None)
+
+    def test_extra_non_numbers_are_left_out(self):
+        cleaned = _build(metrics={"note": "hi", "flag": True, "vec": torch.ones(2)})[fmt.METRICS_KEY]
+        assert set(cleaned) == set(fmt.METRIC_NAMES)
+
+    def test_empty_model_state_is_refused(self):
+        with pytest.raises(ValueError, match="model_state is empty"):
+            _build(model_state={})
+
 
 class TestCheckpointKind:
     def test_three_kinds(self):
@@ -61,6 +81,16 @@ class TestCheckpointKind:
         assert fmt.checkpoint_kind({"epoch": 1}) is None
         assert fmt.checkpoint_kind([1, 2]) is None
         assert fmt.checkpoint_kind({}) is None
+
+    def test_empty_weights_are_no_weights(self):
+        assert fmt.checkpoint_kind({"model_state_dict": {}, "format_version": 1}) is None
+        assert fmt.checkpoint_kind({"model_state_dict": {}, "epoch": 1}) is None
+        assert fmt.model_state_of({"model_state_dict": {}}) is None
+
+    def test_tensor_type_for_unpickled_stubs(self):
+        stubs = {"w": TensorStub(torch.float32, (2,))}
+        assert fmt.checkpoint_kind(stubs) is None
+        assert fmt.checkpoint_kind(stubs, TensorStub) == "bare"
 
 
 class TestModelStateOf:
@@ -76,3 +106,47 @@ class TestMetadataOf:
         meta = fmt.metadata_of(_build())
         assert fmt.MODEL_STATE_KEY not in meta and fmt.OPTIMIZER_STATE_KEY not in meta
         assert meta[fmt.GLOBAL_STEP_KEY] == 40 and meta[fmt.METRICS_KEY]["val_loss"] == 1.5
+
+
+class TestContentFacts:
+    def test_full_checkpoint(self):
+        model = TinyNet()
+        checkpoint = _build(
+            optimizer_state=stepped_optimizer(model).state_dict(), rng_state={"t": torch.ones(2)}
+        )
+        facts = fmt.content_facts(checkpoint)
+        # 4 weights, 3 AdamW tensors per weight (step, exp_avg, exp_avg_sq), 1 RNG state
+        assert facts == {"has_optimizer": True, "has_rng_state": True, "tensor_count": 4 + 12 + 1}
+
+    def test_none_and_empty_parts_are_absent(self):
+        facts = fmt.content_facts({"model_state_dict": {"w": torch.ones(1)}, "optimizer_state_dict": {}})
+        assert facts == {"has_optimizer": False, "has_rng_state": False, "tensor_count": 1}
+
+    def test_bare_state_dict_with_stubs(self):
+        stubs = {"a": TensorStub(), "b": TensorStub()}
+        assert fmt.content_facts(stubs, TensorStub)["tensor_count"] == 2
+
+
+class TestDescribeObject:
+    @pytest.mark.parametrize(
+        ("obj", "text"),
+        [
+            ({}, "an empty dict"),
+            ({"epoch": 1}, "a dict with keys ['epoch']"),
+            ({str(i): i for i in range(7)}, "a dict with keys ['0', '1', '2', '3', '4', '5', ...]"),
+            ({"model_state_dict": {}}, "an empty 'model_state_dict'"),
+            (torch.zeros(3), "a single tensor of shape [3]"),
+            ([1], "a list"),
+        ],
+    )
+    def test_texts(self, obj, text):
+        assert fmt.describe_object(obj) == text
+
+    def test_stub_is_a_tensor(self):
+        assert fmt.describe_object(TensorStub(shape=(2, 2)), TensorStub) == "a single tensor of shape [2, 2]"
+
+
+class TestTimeOrder:
+    def test_iso_and_unknown(self):
+        assert fmt.time_order("2025-01-01T00:00:01") - fmt.time_order("2025-01-01T00:00:00") == 1.0
+        assert fmt.time_order(None) == fmt.time_order("not a time") == 0.0

@@ -108,7 +108,7 @@ class TestLoadModelWeightsHappyPath:
         _, path, target = trained
         monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
         before = snapshot(target)
-        with pytest.raises(ValueError, match="no GPU"):
+        with pytest.raises(ValueError, match="no CUDA GPU is available"):
             load_model_weights(target, path, device="cuda")
         assert_unchanged(target, before)
 
@@ -158,6 +158,44 @@ class TestLoadModelWeightsKinds:
         loaded = read_checkpoint_file(path)
         assert loaded.mmap is True
         assert loaded.obj["optimizer_state_dict"] is not None  # present in the file, never copied
+
+    def test_model_state_dict_is_built_once(self, trained):
+        source, path, target = trained
+        calls = []
+        original = target.state_dict
+        target.state_dict = lambda *a, **k: calls.append(1) or original(*a, **k)
+        assert load_model_weights(target, path, device="cpu").verified
+        assert len(calls) == 1
+        assert_same_weights(target, source.state_dict())
+
+
+class TestLoadModelWeightsOddMetadata:
+    def _legacy(self, tmp_path, source, **fields):
+        legacy = {"model_state_dict": source.state_dict(), "epoch": 1, "global_step": 2, **fields}
+        torch.save(legacy, tmp_path / "odd.pt")
+        return tmp_path / "odd.pt"
+
+    @pytest.mark.parametrize("bad", [math.inf, -math.inf, math.nan])
+    def test_non_finite_counters_load_as_unknown(self, tmp_path, bad):
+        source, target = tiny_gpt(1), tiny_gpt(2)
+        report = load_model_weights(
+            target, self._legacy(tmp_path, source, epoch=bad, global_step=bad), device="cpu"
+        )
+        assert (report.epoch, report.global_step) == (None, None) and report.verified
+        assert_same_weights(target, source.state_dict())
+
+    def test_metrics_stored_as_tensors_are_read(self, tmp_path):
+        source, target = tiny_gpt(1), tiny_gpt(2)
+        metrics = {"val_loss": torch.tensor(1.5), "train_loss": torch.tensor(math.nan)}
+        report = load_model_weights(target, self._legacy(tmp_path, source, metrics=metrics), device="cpu")
+        assert report.metrics == {"train_loss": None, "val_loss": 1.5, "learning_rate": None}
+
+    def test_odd_metadata_and_a_mismatch_leave_the_model_unchanged(self, tmp_path):
+        source, target = tiny_gpt(1, n_layer=1), tiny_gpt(2)
+        before = snapshot(target)
+        with pytest.raises(ArchitectureMismatchError, match="do not fit the model"):
+            load_model_weights(target, self._legacy(tmp_path, source, epoch=math.inf), device="cpu")
+        assert_unchanged(target, before)
 
 
 class TestLoadModelWeightsPrefixes:
@@ -352,6 +390,7 @@ class TestLoadModelWeightsBadFiles:
             (torch.zeros(3), "a single tensor"),
             ({"epoch": 3}, "'epoch'"),
             ({}, "empty dict"),
+            ({"model_state_dict": {}, "epoch": 3}, "an empty 'model_state_dict'"),
         ],
     )
     def test_valid_torch_file_without_weights(self, tmp_path, obj, found):

@@ -10,12 +10,19 @@ import torch
 
 from utils.training.engine import metadata as metadata_module
 from utils.training.engine.errors import (
+    CheckpointError,
     CheckpointNotFoundError,
     CorruptCheckpointError,
     NotACheckpointError,
     UnsafeCheckpointError,
 )
-from utils.training.engine.metadata import METADATA_FIELDS, read_checkpoint_metadata
+from utils.training.engine.metadata import (
+    METADATA_FIELDS,
+    normalise_metadata,
+    read_checkpoint_metadata,
+    read_metadata_record,
+)
+from utils.training.engine.reading import INTERRUPTED_FIX
 
 from .helpers import TinyNet, save, write_legacy
 
@@ -111,8 +118,31 @@ class TestReadCheckpointMetadata:
         with pytest.raises(CheckpointNotFoundError, match="broken symbolic link"):
             read_checkpoint_metadata(tmp_path / "link.pt")
 
-    def test_folder(self, tmp_path):
-        with pytest.raises(NotACheckpointError, match="is a folder"):
+    def test_size_comes_with_the_metadata(self, tmp_path):
+        path = save(tmp_path, epoch=0, step=1)
+        legacy = write_legacy(tmp_path, epoch=1, step=2)
+        assert read_checkpoint_metadata(path)["size_bytes"] == path.stat().st_size
+        assert read_checkpoint_metadata(legacy)["size_bytes"] == legacy.stat().st_size
+
+    def test_unreadable_file_is_not_called_damaged(self, tmp_path, monkeypatch):
+        path = save(tmp_path, epoch=0, step=1)
+
+        def refuse(self, *args, **kwargs):  # chmod 0 does not stop root, so refuse the open itself
+            raise PermissionError(13, "Permission denied", str(self))
+
+        monkeypatch.setattr(type(path), "open", refuse)
+        with pytest.raises(CheckpointError, match="cannot be read: Permission denied") as caught:
+            read_checkpoint_metadata(path)
+        assert not isinstance(caught.value, CorruptCheckpointError)
+
+    def test_interrupted_save_has_the_loaders_fix(self, tmp_path):
+        (tmp_path / "empty.pt").write_bytes(b"")
+        with pytest.raises(CorruptCheckpointError) as caught:
+            read_checkpoint_metadata(tmp_path / "empty.pt")
+        assert caught.value.fix == INTERRUPTED_FIX
+
+    def test_folder_is_the_same_error_as_in_the_loader(self, tmp_path):
+        with pytest.raises(CheckpointNotFoundError, match="is a folder"):
             read_checkpoint_metadata(tmp_path)
 
     def test_empty_file(self, tmp_path):
@@ -147,7 +177,11 @@ class TestReadCheckpointMetadata:
 
     @pytest.mark.parametrize(
         ("obj", "found"),
-        [([1, 2], "a list"), (torch.ones(2), "a tensor"), ({"epoch": 1}, "a dict with keys \\['epoch'\\]")],
+        [
+            ([1, 2], "a list"),
+            (torch.ones(2), "a single tensor of shape \\[2\\]"),
+            ({"epoch": 1}, "a dict with keys \\['epoch'\\]"),
+        ],
     )
     def test_torch_file_without_weights(self, tmp_path, obj, found):
         torch.save(obj, tmp_path / "x.pt")
@@ -166,3 +200,46 @@ class TestReadCheckpointMetadata:
 
 def _refuse(*args, **kwargs):
     raise AssertionError("the fast path must not unpickle")
+
+
+class TestReadMetadataRecord:
+    def test_engine_file(self, tmp_path):
+        path = save(tmp_path, epoch=2, step=20, val_loss=1.5)
+        meta = read_metadata_record(path)
+        assert (meta["kind"], meta["source"], meta["global_step"]) == ("full", "record", 20)
+        assert meta["metrics"]["val_loss"] == 1.5 and meta["size_bytes"] == path.stat().st_size
+
+    def test_none_without_a_record_and_nothing_unpickled(self, tmp_path, monkeypatch):
+        legacy = write_legacy(tmp_path, epoch=0, step=1)
+        monkeypatch.setattr(metadata_module, "load_structure", _refuse)
+        assert read_metadata_record(legacy) is None
+
+    def test_broken_file_raises(self, tmp_path):
+        (tmp_path / "empty.pt").write_bytes(b"")
+        with pytest.raises(CorruptCheckpointError, match="empty"):
+            read_metadata_record(tmp_path / "empty.pt")
+
+
+class TestNormaliseMetadata:
+    @pytest.mark.parametrize("bad", [float("inf"), float("-inf"), float("nan"), "3", True, None])
+    def test_odd_counters_become_none(self, bad):
+        meta = normalise_metadata({"epoch": bad, "global_step": bad, "format_version": bad})
+        assert (meta["epoch"], meta["global_step"], meta["format_version"]) == (None, None, None)
+
+    def test_metrics_are_finite_floats_tensors_included(self):
+        raw = {"metrics": {"train_loss": torch.tensor(2.5), "val_loss": float("nan"), "learning_rate": 1}}
+        assert normalise_metadata(raw)["metrics"] == {
+            "train_loss": 2.5,
+            "val_loss": None,
+            "learning_rate": 1.0,
+        }
+
+    def test_empty_input_has_every_field(self):
+        meta = normalise_metadata({})
+        assert (meta["history"], meta["config"], meta["data_state"], meta["timestamp"]) == (
+            [],
+            {},
+            None,
+            None,
+        )
+        assert meta["metrics"] == {"train_loss": None, "val_loss": None, "learning_rate": None}

@@ -13,9 +13,16 @@ from utils.training.engine.naming import (
     is_temporary_file,
     parse_checkpoint_filename,
     temporary_path_for,
+    writer_pid,
 )
 
 WHEN = dt.datetime(2025, 11, 22, 6, 54, 55)
+
+
+def _recency(name: str) -> tuple[int, dt.datetime]:
+    """How the library orders checkpoints (recovery.newest): step, then time."""
+    parsed = parse_checkpoint_filename(name)
+    return (parsed.global_step, parsed.timestamp)
 
 
 class TestCheckpointFilename:
@@ -41,12 +48,12 @@ class TestParseCheckpointFilename:
 
     def test_epoch_9_sorts_before_epoch_10(self):
         names = [checkpoint_filename(e, e * 100, WHEN) for e in (10, 9, 100, 1)]
-        ordered = sorted(names, key=lambda n: parse_checkpoint_filename(n).sort_key)
+        ordered = sorted(names, key=_recency)
         assert [parse_checkpoint_filename(n).epoch for n in ordered] == [1, 9, 10, 100]
 
     def test_step_999999_sorts_before_1000000(self):
         names = [checkpoint_filename(0, 1_000_000, WHEN), checkpoint_filename(0, 999_999, WHEN)]
-        ordered = sorted(names, key=lambda n: parse_checkpoint_filename(n).sort_key)
+        ordered = sorted(names, key=_recency)
         assert parse_checkpoint_filename(ordered[0]).global_step == 999_999
 
     @pytest.mark.parametrize(
@@ -80,3 +87,15 @@ class TestTemporaryPathFor:
 
     def test_unique(self, tmp_path):
         assert temporary_path_for(tmp_path / "a.pt") != temporary_path_for(tmp_path / "a.pt")
+
+
+class TestWriterPid:
+    def test_pid_from_temporary_name(self, tmp_path):
+        assert writer_pid(temporary_path_for(tmp_path / "x.pt")) == os.getpid()
+
+    def test_none_for_other_names(self):
+        assert writer_pid("checkpoint.pt") is None and writer_pid("a.tmp-12-ab") is None
+
+    def test_parses_what_temporary_path_for_writes(self, tmp_path):
+        name = temporary_path_for(tmp_path / "checkpoint_epoch0001_step000002_20250101_000000.pt").name
+        assert is_temporary_file(name) and writer_pid(name) == os.getpid()

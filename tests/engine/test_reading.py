@@ -7,8 +7,13 @@ import warnings
 import pytest
 import torch
 
-from utils.training.engine.errors import CorruptCheckpointError, UnsafeCheckpointError
-from utils.training.engine.reading import INTERRUPTED_FIX, read_checkpoint_file
+from utils.training.engine.errors import (
+    CheckpointError,
+    CheckpointNotFoundError,
+    CorruptCheckpointError,
+    UnsafeCheckpointError,
+)
+from utils.training.engine.reading import INTERRUPTED_FIX, open_checkpoint, read_checkpoint_file
 
 
 class _System:
@@ -75,3 +80,41 @@ class TestReadCheckpointFile:
 
         monkeypatch.setattr(torch, "load", warn_then_load)
         assert read_checkpoint_file(tmp_path / "ok.pt").warnings == ["torch: something torch wants said"]
+
+
+class TestOpenCheckpoint:
+    def test_reads_the_file(self, tmp_path):
+        (tmp_path / "a.pt").write_bytes(b"abc")
+        with open_checkpoint(tmp_path / "a.pt") as file:
+            assert file.read() == b"abc"
+
+    @pytest.mark.parametrize(
+        ("name", "problem"),
+        [
+            ("missing.pt", "does not exist"),
+            ("link.pt", "is a broken symbolic link"),
+            ("folder", "is a folder, not a checkpoint file"),
+            ("file.txt/x.pt", "a part of its path is a file"),
+        ],
+    )
+    def test_not_found_cases_are_one_class(self, tmp_path, name, problem):
+        (tmp_path / "link.pt").symlink_to(tmp_path / "gone.pt")
+        (tmp_path / "folder").mkdir()
+        (tmp_path / "file.txt").write_text("x")
+        with pytest.raises(CheckpointNotFoundError, match=problem) as caught:
+            with open_checkpoint(tmp_path / name):
+                pass
+        assert caught.value.path == str(tmp_path / name) and caught.value.fix
+
+    def test_an_os_error_while_reading_is_mapped_too(self, tmp_path):
+        (tmp_path / "a.pt").write_bytes(b"abc")
+        with pytest.raises(CheckpointError, match="cannot be read: Input/output error") as caught:
+            with open_checkpoint(tmp_path / "a.pt"):
+                raise OSError(5, "Input/output error")
+        assert type(caught.value) is CheckpointError and isinstance(caught.value.__cause__, OSError)
+
+    def test_our_own_errors_pass_through(self, tmp_path):
+        (tmp_path / "a.pt").write_bytes(b"abc")
+        with pytest.raises(CorruptCheckpointError, match="mine"):
+            with open_checkpoint(tmp_path / "a.pt"):
+                raise CorruptCheckpointError(tmp_path / "a.pt", "mine")

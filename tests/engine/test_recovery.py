@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,9 @@ from utils.training.engine.recovery import (
     latest_checkpoint,
     list_checkpoints,
     main,
+    newest,
     recover_training_results,
+    results_from_scan,
     scan_checkpoints,
 )
 
@@ -37,6 +40,15 @@ def _history(epochs):
         }
         for e in range(epochs)
     ]
+
+
+_REAL_STAT = Path.stat
+
+
+def _no_stat(self, *args, **kwargs):
+    if self.suffix == ".pt":
+        raise AssertionError("the listing needs no stat() per file")
+    return _REAL_STAT(self, *args, **kwargs)
 
 
 def _broken_files(folder):
@@ -137,9 +149,16 @@ class TestScanCheckpoints:
         result = scan_checkpoints(tmp_path)
         assert [c.path for c in result.checkpoints] == [kept] and result.skipped == []
 
+    def test_sizes_come_from_the_open_file_not_a_second_stat(self, tmp_path, monkeypatch):
+        sizes = {p.name: p.stat().st_size for p in (save(tmp_path, 0, 1), write_legacy(tmp_path, 1, 2))}
+        monkeypatch.setattr(Path, "stat", _no_stat)
+        assert {c.name: c.size_bytes for c in scan_checkpoints(tmp_path).checkpoints} == sizes
+
     def test_dangling_symlink_is_reported(self, tmp_path):
         (tmp_path / "link.pt").symlink_to(tmp_path / "gone.pt")
-        assert scan_checkpoints(tmp_path).skipped == [(tmp_path / "link.pt", "is a broken symbolic link")]
+        assert scan_checkpoints(tmp_path).skipped == [
+            (tmp_path / "link.pt", "is a broken symbolic link: its target does not exist")
+        ]
 
 
 class TestLatestCheckpoint:
@@ -150,6 +169,33 @@ class TestLatestCheckpoint:
 
     def test_none_for_empty_folder(self, tmp_path):
         assert latest_checkpoint(tmp_path) is None
+
+
+class TestNewest:
+    def test_highest_step_then_newest_timestamp(self, tmp_path):
+        save(tmp_path, epoch=1, step=10, val_loss=0.1)
+        top = save(tmp_path, epoch=2, step=20, val_loss=9.0)
+        listed = scan_checkpoints(tmp_path).checkpoints
+        assert newest(listed).path == top
+        later = replace(newest(listed), timestamp="2099-01-01T00:00:00", path=tmp_path / "z.pt")
+        assert newest([*listed, later]) is later
+
+    def test_none_for_no_entries(self):
+        assert newest([]) is None
+        assert newest(iter(())) is None
+
+
+class TestResultsFromScan:
+    def test_same_as_recover_training_results(self, tmp_path):
+        save(tmp_path, epoch=1, step=20, val_loss=1.5, history=_history(2))
+        save(tmp_path, epoch=2, step=30, val_loss=2.5, history=_history(3))
+        scan = scan_checkpoints(tmp_path)
+        assert results_from_scan(scan, tmp_path) == recover_training_results(tmp_path)
+
+    def test_empty_scan_names_the_skipped_files(self, tmp_path):
+        scan = recovery.ScanResult([], [(tmp_path / "empty.pt", "empty (0 bytes)")])
+        with pytest.raises(NoCheckpointsError, match=r"1 file\(s\) skipped: empty.pt: empty"):
+            results_from_scan(scan, tmp_path)
 
 
 class TestRecoverTrainingResults:

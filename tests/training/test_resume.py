@@ -7,6 +7,7 @@ import torch
 
 from utils.model import GPT, config_for_preset
 from utils.training import describe_changes, resolve_resume_source, restore_training_state, train
+from utils.training.engine.checkpoint import save_checkpoint
 from utils.training.engine.errors import (
     ArchitectureMismatchError,
     CheckpointNotFoundError,
@@ -70,6 +71,13 @@ class TestResolveResumeSource:
     def test_a_bare_name_is_looked_up_in_the_checkpoint_folder(self, finished):
         run, folder = finished
         assert resolve_resume_source(run.checkpoints[0].name, folder) == folder / run.checkpoints[0].name
+
+    def test_a_bare_name_in_a_home_relative_folder(self, tmp_path, monkeypatch):
+        monkeypatch.setenv("HOME", str(tmp_path))
+        monkeypatch.chdir(tmp_path)  # "ck.pt" must not be found relative to the working folder
+        (tmp_path / "runs").mkdir()
+        (tmp_path / "runs" / "ck.pt").write_bytes(b"x")
+        assert resolve_resume_source("ck.pt", "~/runs") == tmp_path / "runs" / "ck.pt"
 
     def test_a_folder_is_refused_with_the_fix(self, tmp_path):
         with pytest.raises(ResumeError, match="RESUME='latest'"):
@@ -144,6 +152,26 @@ class TestRestoreTrainingState:
         with pytest.raises(ArchitectureMismatchError, match=r"(?s)do not fit the model.*n_layer=2"):
             restore_training_state(run.checkpoints[-1], model, None)
         assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+    def test_architecture_mismatch_names_the_config_differences(self, finished):
+        run, _ = finished
+        model = GPT(config_for_preset("tiny", n_layer=3))
+        with pytest.raises(
+            ArchitectureMismatchError, match=r"(?s)Config differences:.*n_layer: checkpoint 2, model 3"
+        ):
+            restore_training_state(run.checkpoints[-1], model, None)
+
+    def test_model_with_a_real_module_submodule_resumes(self, tmp_path):
+        class Wrap(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.module = torch.nn.Linear(3, 2)  # a real submodule, not a DataParallel wrapper
+
+        source, target = Wrap(), Wrap()
+        path = save_checkpoint(tmp_path, source, epoch=0, global_step=1, metrics=None, retention=None)
+        state = restore_training_state(path, target, None)
+        assert torch.equal(target.module.weight, source.module.weight)
+        assert not any("prefix" in note for note in state.notes)
 
     @pytest.mark.parametrize(
         "part, broken",

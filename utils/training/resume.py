@@ -19,15 +19,14 @@ import torch
 
 from utils.training.engine import format as fmt
 from utils.training.engine.errors import (
-    ArchitectureMismatchError,
     CheckpointNotFoundError,
     NoCheckpointsError,
     NotACheckpointError,
     ResumeError,
 )
-from utils.training.engine.prefixes import strip_wrapper_prefixes, unwrap_model
+from utils.training.engine.matching import match_names, mismatch_error
+from utils.training.engine.prefixes import unwrap_model
 from utils.training.engine.reading import read_checkpoint_file
-from utils.training.engine.state_dict_diff import compare_state_dicts, rebuild_hint
 from utils.training.rng import capture_rng_state, restore_rng_state
 
 __all__ = [
@@ -99,11 +98,12 @@ def resolve_resume_source(resume: str | os.PathLike | None, checkpoint_dir: str 
     """
     if resume is None or str(resume).strip().lower() in _NO_RESUME:
         return None
+    folder = Path(checkpoint_dir).expanduser()
     if str(resume).strip().lower() == "latest":
-        return _latest(Path(checkpoint_dir).expanduser())
+        return _latest(folder)
     path = Path(resume).expanduser()
-    if not path.exists() and not path.is_absolute() and (Path(checkpoint_dir) / path).exists():
-        path = Path(checkpoint_dir).expanduser() / path
+    if not path.exists() and not path.is_absolute() and (folder / path).exists():
+        path = folder / path
     if path.is_dir():
         raise ResumeError(
             path, "RESUME names a folder, expected a checkpoint file",
@@ -287,19 +287,13 @@ def _materialized(value: Any) -> Any:
 
 def _checked_weights(path: Path, obj: Any, model: torch.nn.Module, state: ResumeState) -> dict[str, Any]:
     """The checkpoint's weights, renamed and checked against the model before anything is copied."""
-    weights, stripped = strip_wrapper_prefixes(fmt.model_state_of(obj))
+    base = unwrap_model(model)
+    weights, stripped, diff = match_names(fmt.model_state_of(obj), base.state_dict())
     if stripped:
         state.notes.append(f"removed wrapper prefix(es) {''.join(stripped)!r} from the weight names")
-    diff = compare_state_dicts(weights, unwrap_model(model).state_dict())
     if not diff.ok:
-        stored = (obj.get(fmt.CONFIG_KEY) or {}).get("model") if _has_parts(obj) else None
-        hint = rebuild_hint(stored)
-        raise ArchitectureMismatchError(
-            path, f"the weights do not fit the model ({diff.summary()})\n{diff.format(max_lines=4)}",
-            diff=diff, expected="the architecture of the run being resumed",
-            fix=f"build the model the checkpoint was made for ({hint}), then resume" if hint
-            else "build the model the checkpoint was made for, then resume",
-        )  # fmt: skip
+        config = obj.get(fmt.CONFIG_KEY) if _has_parts(obj) else None
+        raise mismatch_error(path, diff, config, base, max_lines=4, then="then resume")
     if diff.dtype_conversions:
         state.notes.append(f"{len(diff.dtype_conversions)} tensor(s) converted to the model's dtype")
     return weights

@@ -29,6 +29,8 @@ _EXPORTS = {
     "scan_checkpoints": "recovery",
     "latest_checkpoint": "recovery",
     "recover_training_results": "recovery",
+    "results_from_scan": "recovery",
+    "newest": "recovery",
     "format_checkpoint_table": "recovery",
     # loading weights (Cell 34)
     "LoadReport": "loading",

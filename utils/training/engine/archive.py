@@ -17,7 +17,7 @@ import zipfile
 import zlib
 from typing import BinaryIO
 
-__all__ = ["NoEndRecordError", "append_member", "archive_root", "read_last_member"]
+__all__ = ["NoEndRecordError", "append_member", "archive_root", "has_end_record", "read_last_member"]
 
 _EOCD = struct.Struct("<4s4H2LH")  # end of central directory record
 _EOCD64_LOCATOR = struct.Struct("<4sLQL")
@@ -94,17 +94,36 @@ def _read_exactly(file: BinaryIO, size: int) -> bytes:
     return data
 
 
-def _central_directory_span(file: BinaryIO) -> tuple[int, int]:
-    """(offset, size) of the central directory, from the end record(s)."""
+def has_end_record(file: BinaryIO) -> bool:
+    """True when the file ends with a complete zip end-of-central-directory record.
+
+    A torch zip file without one was cut short: its tail (the directory) was never written.
+    """
+    return _end_record(file) is not None
+
+
+def _end_record(file: BinaryIO) -> tuple[int, tuple] | None:
+    """(file offset, fields) of the end record, found within the longest comment of the end."""
     file_size = file.seek(0, 2)
     tail_start = max(0, file_size - (_EOCD.size + _MAX_COMMENT))
     file.seek(tail_start)
     tail = file.read()
     position = tail.rfind(b"PK\x05\x06")
     if position < 0 or len(tail) - position < _EOCD.size:
-        raise NoEndRecordError("no zip end record")
+        return None
     fields = _EOCD.unpack_from(tail, position)
-    cd_size, cd_offset, cd_end = fields[5], fields[6], tail_start + position
+    if position + _EOCD.size + fields[7] > len(tail):  # its comment runs past the end: cut short
+        return None
+    return tail_start + position, fields
+
+
+def _central_directory_span(file: BinaryIO) -> tuple[int, int]:
+    """(offset, size) of the central directory, from the end record(s)."""
+    found = _end_record(file)
+    if found is None:
+        raise NoEndRecordError("no zip end record")
+    cd_end, fields = found
+    cd_size, cd_offset = fields[5], fields[6]
     zip64 = _zip64_record(file, cd_end)  # torch always writes one; zipfile only for large archives
     if zip64 is not None:
         cd_end = zip64[0]

@@ -11,17 +11,14 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
-from .naming import TEMP_MARKER, is_temporary_file, temporary_path_for
+from .naming import temporary_path_for, writer_pid
 
-__all__ = ["atomic_write", "free_space_text", "fsync_directory", "remove_stale_temporary_files", "writer_pid"]
-
-_PID_RE = re.compile(rf"{re.escape(TEMP_MARKER)}(?P<pid>\d+)-[0-9a-f]+$")
+__all__ = ["atomic_write", "free_space_text", "fsync_directory", "remove_stale_temporary_files"]
 
 
 def atomic_write(final_path: Path, write: Callable[[BinaryIO], None]) -> Path:
@@ -69,12 +66,6 @@ def fsync_directory(folder: Path) -> None:
         pass
     finally:
         os.close(fd)
-
-
-def writer_pid(name: str | os.PathLike) -> int | None:
-    """The process id embedded in a temporary file's name, or None."""
-    match = _PID_RE.search(Path(name).name)
-    return int(match["pid"]) if match and is_temporary_file(name) else None
 
 
 def _process_alive(pid: int) -> bool:

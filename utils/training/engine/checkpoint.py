@@ -22,12 +22,14 @@ import torch
 from . import format as fmt
 from .archive import append_member
 from .atomic import atomic_write, free_space_text, remove_stale_temporary_files
-from .errors import CheckpointSaveError
-from .naming import checkpoint_filename, parse_checkpoint_filename
+from .errors import CheckpointError, CheckpointSaveError
+from .metadata import read_metadata_record
+from .naming import CHECKPOINT_SUFFIX, checkpoint_filename, is_temporary_file, parse_checkpoint_filename
 from .prefixes import unwrap_model
 from .retention import RetentionCandidate, RetentionPolicy, select_for_deletion
 
 __all__ = [
+    "SAFE_LEAVES",
     "RetentionPolicy",
     "apply_retention",
     "check_weights_only_safe",
@@ -36,8 +38,9 @@ __all__ = [
     "write_checkpoint_file",
 ]
 
-# What torch.load(weights_only=True) accepts besides containers and tensors.
-_SAFE_LEAVES = (str, bytes, int, float, bool, complex, type(None), torch.dtype, torch.device, torch.Size)
+# What torch.load(weights_only=True) accepts besides containers and tensors (not frozenset:
+# torch 2.13 refuses it; tests/engine/test_checkpoint.py round-trips each of these).
+SAFE_LEAVES = (str, bytes, int, float, bool, complex, type(None), torch.dtype, torch.device, torch.Size)
 
 
 def save_checkpoint(
@@ -99,23 +102,32 @@ def save_checkpoint(
         step_losses=step_losses,
         timestamp=when.isoformat(timespec="seconds"),
     )
-    check_weights_only_safe(checkpoint)
-    path = write_checkpoint_file(folder / checkpoint_filename(epoch, global_step, when), checkpoint)
+    tensors = check_weights_only_safe(checkpoint)
+    path = write_checkpoint_file(
+        folder / checkpoint_filename(epoch, global_step, when), checkpoint, tensor_count=tensors
+    )
     if retention is not None:
         apply_retention(folder, retention, protect=[path])
     return path
 
 
-def write_checkpoint_file(path: Path, checkpoint: Mapping[str, Any]) -> Path:
+def write_checkpoint_file(
+    path: Path, checkpoint: Mapping[str, Any], *, tensor_count: int | None = None
+) -> Path:
     """Write a built checkpoint dict to ``path`` atomically, with its JSON record.
 
     Creates the folder, removes stale temporary files of dead writers first.
+
+    Args:
+        path: the final file.
+        checkpoint: from ``format.build_checkpoint``.
+        tensor_count: its tensors, when the caller has counted them already.
 
     Raises:
         CheckpointSaveError: on any OSError; ``path`` and older files are untouched.
     """
     path = Path(path)
-    record = json.dumps(metadata_record(checkpoint), default=_json_default).encode("utf-8")
+    record = json.dumps(metadata_record(checkpoint, tensor_count), default=_json_default).encode("utf-8")
 
     def write(file: BinaryIO) -> None:
         try:
@@ -135,36 +147,39 @@ def write_checkpoint_file(path: Path, checkpoint: Mapping[str, Any]) -> Path:
         raise _save_error(path, error) from error
 
 
-def metadata_record(checkpoint: Mapping[str, Any]) -> dict[str, Any]:
-    """The JSON record stored inside the archive: ``metadata_of`` plus three facts."""
+def metadata_record(checkpoint: Mapping[str, Any], tensor_count: int | None = None) -> dict[str, Any]:
+    """The JSON record stored inside the archive: ``metadata_of`` plus ``format.content_facts``.
+
+    Args:
+        checkpoint: the checkpoint dict.
+        tensor_count: its tensors, when already counted (saves a second walk of the nest).
+    """
     record = fmt.metadata_of(checkpoint)
-    record.update(
-        has_optimizer=checkpoint.get(fmt.OPTIMIZER_STATE_KEY) is not None,
-        has_rng_state=checkpoint.get(fmt.RNG_STATE_KEY) is not None,
-        tensor_count=fmt.count_leaves(checkpoint, torch.Tensor),
-    )
+    record.update(fmt.content_facts(checkpoint, torch.Tensor))
+    if tensor_count is not None:
+        record["tensor_count"] = tensor_count
     return record
 
 
 def apply_retention(folder: Path, policy: RetentionPolicy, protect: Iterable[Path] = ()) -> list[Path]:
     """Delete the folder's checkpoints that ``policy`` does not keep.
 
-    Only valid checkpoints written by this engine (kind "full", with an engine
-    file name) are candidates; unreadable, legacy and unrelated files are never
+    Only valid checkpoints written by this engine (an engine file name and the
+    engine's JSON metadata record, i.e. kind "full") are candidates; unreadable, legacy and unrelated files are never
     deleted. A failed deletion is reported as a warning: the save itself succeeded.
 
     Returns:
         The files deleted.
     """
-    # Imported here, not at the top: `python -m utils.training.engine.recovery` warns when the
-    # package import chain (utils.training -> loop -> checkpoint) has already imported recovery.
-    from .recovery import scan_checkpoints
-
-    candidates = [
-        RetentionCandidate(info.path, info.global_step or 0, info.val_loss, info.time_order)
-        for info in scan_checkpoints(folder).checkpoints
-        if info.kind == "full" and parse_checkpoint_filename(info.name) is not None
-    ]
+    candidates = []
+    for path in _own_checkpoint_files(folder):
+        try:  # the JSON record only: a legacy file is never unpickled here (and never deleted)
+            meta = read_metadata_record(path)
+        except (CheckpointError, OSError):
+            continue  # unreadable or gone: never a candidate for deletion
+        if meta is not None:
+            step, val_loss = meta["global_step"] or 0, meta["metrics"]["val_loss"]
+            candidates.append(RetentionCandidate(path, step, val_loss, fmt.time_order(meta["timestamp"])))
     deleted = []
     for path in select_for_deletion(candidates, policy, protect=protect):
         try:
@@ -177,28 +192,48 @@ def apply_retention(folder: Path, policy: RetentionPolicy, protect: Iterable[Pat
     return deleted
 
 
-def check_weights_only_safe(obj: Any, where: str = "checkpoint") -> None:
+def _own_checkpoint_files(folder: Path) -> list[Path]:
+    """The files in ``folder`` named as this engine names checkpoints (no file is opened)."""
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return []
+    return [
+        folder / name
+        for name in names
+        if name.endswith(CHECKPOINT_SUFFIX)
+        and not is_temporary_file(name)
+        and parse_checkpoint_filename(name) is not None
+    ]
+
+
+def check_weights_only_safe(obj: Any, where: str = "checkpoint") -> int:
     """Raise TypeError naming the first value ``torch.load(weights_only=True)`` would refuse.
 
-    Exact types are checked: a ``defaultdict``, a namedtuple or an ``IntEnum``
-    look like plain values but are refused by the safe loader.
+    Exact types are checked: a ``defaultdict``, a namedtuple, an ``IntEnum`` or a
+    ``frozenset`` look like plain values but are refused by the safe loader.
+
+    Returns:
+        How many tensors ``obj`` holds (the walk counts them on the way).
     """
     kind = type(obj)
-    if isinstance(obj, torch.Tensor) or kind in _SAFE_LEAVES:
-        return
+    if isinstance(obj, torch.Tensor):
+        return 1
+    if kind in SAFE_LEAVES:
+        return 0
     if kind in (dict, collections.OrderedDict):
+        count = 0
         for key, value in obj.items():
-            check_weights_only_safe(key, f"{where} key")
-            check_weights_only_safe(value, f"{where}[{key!r}]")
-    elif kind in (list, tuple, set, frozenset):
-        for index, value in enumerate(obj):
-            check_weights_only_safe(value, f"{where}[{index}]")
-    else:
-        raise TypeError(
-            f"{where} is a {kind.__module__}.{kind.__qualname__}, which "
-            "torch.load(weights_only=True) refuses. Store tensors, numbers, strings, lists or dicts "
-            "(e.g. numpy arrays as .tolist(), dataclasses as dicts)."
-        )
+            count += check_weights_only_safe(key, f"{where} key")
+            count += check_weights_only_safe(value, f"{where}[{key!r}]")
+        return count
+    if kind in (list, tuple, set):
+        return sum(check_weights_only_safe(value, f"{where}[{index}]") for index, value in enumerate(obj))
+    raise TypeError(
+        f"{where} is a {kind.__module__}.{kind.__qualname__}, which "
+        "torch.load(weights_only=True) refuses. Store tensors, numbers, strings, lists or dicts "
+        "(e.g. numpy arrays as .tolist(), dataclasses as dicts)."
+    )
 
 
 def _state_of(obj: Any) -> Any:

@@ -1,10 +1,11 @@
 """The checkpoint engine's own exceptions.
 
 Every message names the file, what was found, what was expected and how to fix
-it, so that a notebook cell can print ``str(error)`` and nothing else. Each
-class also derives from the built-in type a caller would naturally catch
-(``FileNotFoundError``, ``ValueError``, ``OSError``), so generic handlers keep
-working.
+it, so that a notebook cell can print ``str(error)`` and nothing else. Every
+class except the base ``CheckpointError`` and ``UnsafeCheckpointError`` (a refusal,
+not a missing or malformed thing) also derives from the built-in type a caller would
+naturally catch (``FileNotFoundError``, ``ValueError``, ``OSError``), so generic
+handlers keep working.
 """
 
 from __future__ import annotations

@@ -49,9 +49,12 @@ __all__ = [
     "METADATA_KEYS",
     "build_checkpoint",
     "checkpoint_kind",
+    "content_facts",
+    "describe_object",
     "metadata_of",
     "model_state_of",
     "now_iso",
+    "time_order",
     "count_leaves",
 ]
 
@@ -94,6 +97,17 @@ def now_iso() -> str:
     return _dt.datetime.now().isoformat(timespec="seconds")
 
 
+def time_order(timestamp: str | None) -> float:
+    """Seconds since the epoch of an ISO-8601 ``timestamp``; 0.0 when unknown or unreadable.
+
+    The listing and retention both break step ties with it.
+    """
+    try:
+        return _dt.datetime.fromisoformat(timestamp).timestamp() if timestamp else 0.0
+    except (TypeError, ValueError, OverflowError, OSError):
+        return 0.0
+
+
 def _clean_metrics(metrics: Mapping[str, Any] | None) -> dict[str, float | None]:
     """Floats for the known metrics (None when absent or not finite), extras kept."""
     cleaned: dict[str, float | None] = {}
@@ -101,10 +115,16 @@ def _clean_metrics(metrics: Mapping[str, Any] | None) -> dict[str, float | None]
     for name in METRIC_NAMES:
         value = metrics.pop(name, None)
         cleaned[name] = _finite_or_none(value)
-    for name, value in metrics.items():  # extra metrics a user logs
-        if isinstance(value, (int, float)):
+    for name, value in metrics.items():  # extra metrics a user logs (numbers or one-element tensors)
+        if _is_number(value):
             cleaned[str(name)] = _finite_or_none(value)
     return cleaned
+
+
+def _is_number(value: Any) -> bool:
+    if isinstance(value, torch.Tensor):
+        return value.numel() == 1 and not value.is_complex()
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _finite_or_none(value: Any) -> float | None:
@@ -136,7 +156,15 @@ def build_checkpoint(
 
     Optional parts that are ``None`` are left out (``optimizer_state_dict`` is
     always present, possibly None, because the legacy format had it).
+
+    Raises:
+        ValueError: ``model_state`` is empty (such a file could never be loaded or resumed).
     """
+    if not model_state:
+        raise ValueError(
+            "model_state is empty: a checkpoint needs the model's weights (pass the model or "
+            "model.state_dict(), not an empty dict)"
+        )
     checkpoint: dict[str, Any] = {
         FORMAT_VERSION_KEY: FORMAT_VERSION,
         EPOCH_KEY: int(epoch),
@@ -164,13 +192,25 @@ def _row_counters(row: Mapping[str, Any]) -> dict[str, int]:
     return {k: int(row[k]) for k in (EPOCH_KEY, GLOBAL_STEP_KEY) if row.get(k) is not None}
 
 
-def checkpoint_kind(obj: Any) -> str | None:
-    """``"full"``, ``"legacy"``, ``"bare"``, or ``None`` when ``obj`` holds no weights."""
+def checkpoint_kind(obj: Any, tensor_type: type = torch.Tensor) -> str | None:
+    """``"full"``, ``"legacy"``, ``"bare"``, or ``None`` when ``obj`` holds no weights.
+
+    Args:
+        obj: a loaded checkpoint (or any object).
+        tensor_type: what counts as a tensor; ``safe_unpickle.TensorStub`` for a structure
+            unpickled without its tensor data.
+
+    Returns:
+        None also for an empty ``model_state_dict``: there is nothing to load or resume.
+    """
     if not isinstance(obj, Mapping) or not obj:
         return None
-    if isinstance(obj.get(MODEL_STATE_KEY), Mapping):
+    weights = obj.get(MODEL_STATE_KEY)
+    if isinstance(weights, Mapping):
+        if not weights:
+            return None
         return "full" if FORMAT_VERSION_KEY in obj else "legacy"
-    if all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()):
+    if all(isinstance(k, str) and isinstance(v, tensor_type) for k, v in obj.items()):
         return "bare"
     return None
 
@@ -181,6 +221,46 @@ def model_state_of(obj: Any) -> Mapping[str, torch.Tensor] | None:
     if kind is None:
         return None
     return obj if kind == "bare" else obj[MODEL_STATE_KEY]
+
+
+def content_facts(obj: Mapping[str, Any], tensor_type: type = torch.Tensor) -> dict[str, Any]:
+    """``has_optimizer``, ``has_rng_state`` and ``tensor_count`` of a checkpoint (any kind).
+
+    One definition for the saver's JSON record and for files read without it: a part
+    counts as present when it is neither None nor empty.
+
+    Args:
+        obj: the checkpoint dict (or a bare state_dict).
+        tensor_type: what counts as a tensor (see :func:`checkpoint_kind`).
+    """
+    return {
+        "has_optimizer": _holds(obj.get(OPTIMIZER_STATE_KEY)),
+        "has_rng_state": _holds(obj.get(RNG_STATE_KEY)),
+        "tensor_count": count_leaves(obj, tensor_type),
+    }
+
+
+def _holds(part: Any) -> bool:
+    if isinstance(part, (Mapping, list, tuple)):
+        return len(part) > 0
+    return part is not None
+
+
+def describe_object(obj: Any, tensor_type: type = torch.Tensor) -> str:
+    """What a file holds instead of weights, in words (``a dict with keys ['epoch']``)."""
+    if (
+        isinstance(obj, Mapping)
+        and isinstance(obj.get(MODEL_STATE_KEY), Mapping)
+        and not obj[MODEL_STATE_KEY]
+    ):
+        return f"an empty {MODEL_STATE_KEY!r}"
+    if isinstance(obj, Mapping):
+        keys = ", ".join(repr(k) for k in list(obj)[:6])
+        return f"a dict with keys [{keys}{', ...' if len(obj) > 6 else ''}]" if obj else "an empty dict"
+    if isinstance(obj, tensor_type):
+        shape = getattr(obj, "shape", None)
+        return f"a single tensor of shape {list(shape)}" if shape is not None else "a single tensor"
+    return f"a {type(obj).__name__}"
 
 
 def metadata_of(obj: Mapping[str, Any]) -> dict[str, Any]:

@@ -25,7 +25,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import gc
-import math
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -34,26 +33,15 @@ from typing import Any
 
 import torch
 
-from .errors import ArchitectureMismatchError, NotACheckpointError
-from .format import (
-    CONFIG_KEY,
-    EPOCH_KEY,
-    GLOBAL_STEP_KEY,
-    METRIC_NAMES,
-    METRICS_KEY,
-    TIMESTAMP_KEY,
-    checkpoint_kind,
-    model_state_of,
-)
-from .prefixes import strip_wrapper_prefixes, unwrap_model
+from utils.training.precision import resolve_device
+
+from . import format as fmt
+from .errors import NotACheckpointError
+from .matching import match_names, mismatch_error
+from .metadata import normalise_metadata
+from .prefixes import unwrap_model
 from .reading import read_checkpoint_file
-from .state_dict_diff import (
-    StateDictDiff,
-    compare_state_dicts,
-    config_differences,
-    model_config_dict,
-    rebuild_hint,
-)
+from .state_dict_diff import StateDictDiff
 from .tensor_checks import equal_bits, has_nonfinite, storage_key
 
 __all__ = ["LoadReport", "load_model_weights", "PREVIEW_LENGTH"]
@@ -129,11 +117,7 @@ def load_model_weights(
         ValueError: ``device`` asks for CUDA on a machine without it (checked before anything is read).
     """
     start = time.perf_counter()
-    target = torch.device(device) if device is not None else _default_device()
-    if target.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(
-            f"device={str(device)!r} asks for CUDA, but this runtime has no GPU; use device='cpu'"
-        )
+    target = resolve_device("auto" if device is None else str(device))
     with _gc_paused():
         return _load(model, Path(checkpoint_path), target, trust_pickle, verify, start)
 
@@ -156,66 +140,42 @@ def _load(
     model: torch.nn.Module, path: Path, target: torch.device, trust_pickle: bool, verify: bool, start: float
 ) -> LoadReport:
     loaded = read_checkpoint_file(path, trust_pickle=trust_pickle)
-    obj, kind = _checkpoint_object(loaded.obj, path)
+    obj, kind, raw = _checkpoint_object(loaded.obj, path)
+    # Everything that can fail on the file's contents happens before the model is touched.
+    meta = normalise_metadata(obj if kind in ("full", "legacy") else {})
     base = unwrap_model(model)
-    weights, stripped, diff = _match_names(model_state_of(obj), base.state_dict())
-    pairs = _pair_tensors(path, weights, base, diff, obj)
+    model_sd = base.state_dict()
+    weights, stripped, diff = match_names(raw, model_sd)
+    pairs = _pair_tensors(path, weights, model_sd, diff, meta["config"], base)
+    moved = any(pair.target.device != target for pair in pairs)
     _copy_into(pairs)
     model.to(target)
     model.eval()
-    report = _describe(path, kind, obj, base)
+    report = _describe(path, kind, meta, base)
     report.stripped_prefixes, report.model_was_wrapped = stripped, base is not model
     report.dtype_conversions, report.tensors_loaded = diff.dtype_conversions, len(pairs)
     report.warnings.extend(loaded.warnings)
-    _check_after_load(report, base, weights, verify)
+    # After a move to another device the model holds new tensors: look them up once more.
+    current = base.state_dict() if moved else model_sd
+    _check_after_load(report, [(pair.name, current[pair.name], pair.source) for pair in pairs], verify)
     report.elapsed_s = time.perf_counter() - start
     return report
 
 
-def _default_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def _checkpoint_object(obj: Any, path: Path) -> tuple[Any, str]:
-    """The loaded object and its kind; a whole pickled nn.Module counts as its state_dict."""
+def _checkpoint_object(obj: Any, path: Path) -> tuple[Any, str, Mapping[str, Any]]:
+    """(the checkpoint, its kind, its weights); a whole pickled nn.Module counts as its state_dict."""
     if isinstance(obj, torch.nn.Module):  # only reachable with trust_pickle=True
-        return obj.state_dict(), "module"
-    kind = checkpoint_kind(obj)
-    weights = model_state_of(obj) if kind else None
-    if not weights:
+        obj = obj.state_dict()
+        return obj, "module", obj
+    kind = fmt.checkpoint_kind(obj)
+    if kind is None:
         raise NotACheckpointError(
             path,
-            f"is a readable PyTorch file, but holds {_describe_object(obj)}, not model weights",
+            f"is a readable PyTorch file, but holds {fmt.describe_object(obj)}, not model weights",
             expected="a checkpoint dict with 'model_state_dict', or a state_dict of tensors",
             fix="pick a checkpoint written by Cell 32 (Run Training), or save model.state_dict()",
         )
-    return obj, kind
-
-
-def _describe_object(obj: Any) -> str:
-    if isinstance(obj, Mapping):
-        keys = ", ".join(repr(k) for k in list(obj)[:5])
-        return f"a dict with keys {keys}{', ...' if len(obj) > 5 else ''}" if obj else "an empty dict"
-    if isinstance(obj, torch.Tensor):
-        return f"a single tensor of shape {list(obj.shape)}"
-    return f"a {type(obj).__name__}"
-
-
-def _match_names(
-    raw: Mapping[str, Any], model_sd: Mapping[str, torch.Tensor]
-) -> tuple[Mapping[str, Any], list[str], StateDictDiff]:
-    """Strip wrapper prefixes when that makes the names fit; keep the raw names otherwise.
-
-    A model with a real submodule called ``module`` keeps its names: if the
-    stripped names do not fit but the raw ones do, the raw ones win.
-    """
-    clean, stripped = strip_wrapper_prefixes(raw)
-    diff = compare_state_dicts(clean, model_sd)
-    if stripped and not diff.ok:
-        raw_diff = compare_state_dicts(raw, model_sd)
-        if raw_diff.ok:
-            return raw, [], raw_diff
-    return clean, stripped, diff
+    return obj, kind, obj if kind == "bare" else obj[fmt.MODEL_STATE_KEY]
 
 
 @dataclass(frozen=True)
@@ -226,19 +186,24 @@ class _Pair:
 
 
 def _pair_tensors(
-    path: Path, weights: Mapping[str, Any], base: torch.nn.Module, diff: StateDictDiff, obj: Any
+    path: Path,
+    weights: Mapping[str, Any],
+    model_sd: Mapping[str, torch.Tensor],
+    diff: StateDictDiff,
+    config: Mapping[str, Any],
+    base: torch.nn.Module,
 ) -> list[_Pair]:
     """Pair each distinct model tensor with its source; raise, touching nothing, on a mismatch."""
     if not diff.ok:
-        raise _mismatch_error(path, diff, obj, base)
+        raise mismatch_error(path, diff, config, base)
     pairs: dict[tuple, _Pair] = {}
     conflicts = []
-    for name, target in base.state_dict().items():
+    for name, target in model_sd.items():
         pair = pairs.setdefault(storage_key(target), _Pair(name, target, weights[name]))
         if pair.name != name and not _same_source(pair.source, weights[name]):
             conflicts.append(f"{pair.name} and {name} (one tensor in the model, two in the checkpoint)")
     if conflicts:
-        raise _mismatch_error(path, dataclasses.replace(diff, tied_conflicts=conflicts), obj, base)
+        raise mismatch_error(path, dataclasses.replace(diff, tied_conflicts=conflicts), config, base)
     return list(pairs.values())
 
 
@@ -249,30 +214,6 @@ def _same_source(a: torch.Tensor, b: torch.Tensor) -> bool:
     return a.dtype == b.dtype and a.shape == b.shape and equal_bits(a, b)
 
 
-def _mismatch_error(
-    path: Path, diff: StateDictDiff, obj: Any, base: torch.nn.Module
-) -> ArchitectureMismatchError:
-    """The error for weights that do not fit, with the config diff and the rebuild line."""
-    stored = obj.get(CONFIG_KEY) if isinstance(obj, Mapping) else None
-    stored_model = stored.get("model") if isinstance(stored, Mapping) else None
-    stored_model = stored_model if isinstance(stored_model, Mapping) else None
-    diff = dataclasses.replace(
-        diff,
-        config_differences=config_differences(stored_model, model_config_dict(base)),
-        rebuild_hint=rebuild_hint(stored_model),
-    )
-    fix = "build the model with the checkpoint's settings in Cell 13 (Initialize Model)"
-    fix += f": {diff.rebuild_hint}" if diff.rebuild_hint else ", or pick a checkpoint trained with this model"
-    return ArchitectureMismatchError(
-        path,
-        f"the checkpoint's weights do not fit the model ({diff.summary()}); the model was not changed\n"
-        + diff.format(),
-        diff=diff,
-        expected="a checkpoint saved from a model with the same architecture and config",
-        fix=fix,
-    )
-
-
 def _copy_into(pairs: list[_Pair]) -> None:
     """Copy each source into the model's own tensor (dtype converted on the fly)."""
     with torch.no_grad():
@@ -281,20 +222,17 @@ def _copy_into(pairs: list[_Pair]) -> None:
 
 
 def _check_after_load(
-    report: LoadReport, base: torch.nn.Module, weights: Mapping[str, Any], verify: bool
+    report: LoadReport, loaded: list[tuple[str, torch.Tensor, torch.Tensor]], verify: bool
 ) -> None:
-    """Verify bits (optional) and look for NaN/Inf, on the model as it now is (after the move)."""
-    distinct: dict[tuple, tuple[str, torch.Tensor]] = {}
-    for name, tensor in base.state_dict().items():
-        distinct.setdefault(storage_key(tensor), (name, tensor))
+    """Verify bits (optional) and look for NaN/Inf in each distinct (name, model tensor, source)."""
     if verify:
-        differing = [name for name, tensor in distinct.values() if not equal_bits(tensor, weights[name])]
+        differing = [name for name, tensor, source in loaded if not equal_bits(tensor, source)]
         report.verified = not differing
         if differing:
             report.warnings.append(
                 f"{_tensors(len(differing))} differ from the checkpoint after loading: {_names(differing)}"
             )
-    report.nonfinite_tensors = [name for name, tensor in distinct.values() if has_nonfinite(tensor)]
+    report.nonfinite_tensors = [name for name, tensor, _ in loaded if has_nonfinite(tensor)]
     if report.nonfinite_tensors:
         report.warnings.append(
             f"{_tensors(len(report.nonfinite_tensors))} with NaN or Inf values: {_names(report.nonfinite_tensors)} "
@@ -311,9 +249,8 @@ def _names(names: list[str], limit: int = 5) -> str:
     return shown + (f", ... ({len(names) - limit} more)" if len(names) > limit else "")
 
 
-def _describe(path: Path, kind: str, obj: Any, base: torch.nn.Module) -> LoadReport:
-    """The report's metadata and model facts (counts, size, preview)."""
-    meta = obj if kind in ("full", "legacy") else {}
+def _describe(path: Path, kind: str, meta: Mapping[str, Any], base: torch.nn.Module) -> LoadReport:
+    """The report: the file's metadata (from ``normalise_metadata``) and the model's facts."""
     params = list(base.named_parameters())  # named_parameters() lists a tied tensor once
     buffers = list(base.named_buffers())
     trainable = sum(p.numel() for _, p in params if p.requires_grad)
@@ -324,11 +261,11 @@ def _describe(path: Path, kind: str, obj: Any, base: torch.nn.Module) -> LoadRep
         kind=kind,
         device=device,
         mode="eval" if not base.training else "train",
-        epoch=_as_int(meta.get(EPOCH_KEY)),
-        global_step=_as_int(meta.get(GLOBAL_STEP_KEY)),
-        timestamp=meta.get(TIMESTAMP_KEY) if isinstance(meta.get(TIMESTAMP_KEY), str) else None,
-        metrics=_metrics_of(meta.get(METRICS_KEY)),
-        config=dict(meta[CONFIG_KEY]) if isinstance(meta.get(CONFIG_KEY), Mapping) else None,
+        epoch=meta["epoch"],
+        global_step=meta["global_step"],
+        timestamp=meta["timestamp"],
+        metrics=dict(meta["metrics"]),
+        config=meta["config"] or None,  # {} for a bare file or a checkpoint without one
         total_params=total,
         trainable_params=trainable,
         frozen_params=total - trainable,
@@ -337,20 +274,6 @@ def _describe(path: Path, kind: str, obj: Any, base: torch.nn.Module) -> LoadRep
         architecture_preview=[(n, list(p.shape), str(p.device)) for n, p in params[:PREVIEW_LENGTH]],
         named_parameter_count=len(params),
     )
-
-
-def _as_int(value: Any) -> int | None:
-    return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
-
-
-def _metrics_of(metrics: Any) -> dict[str, float | None]:
-    metrics = metrics if isinstance(metrics, Mapping) else {}
-    out = {}
-    for name in METRIC_NAMES:
-        value = metrics.get(name)
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-        out[name] = float(value) if ok else None
-    return out
 
 
 def _dtype_label(params: list[torch.Tensor]) -> str:

@@ -16,22 +16,18 @@ import os
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import torch
 
 from . import format as fmt
 from .archive import NoEndRecordError, archive_root, read_last_member
-from .errors import (
-    CheckpointNotFoundError,
-    CorruptCheckpointError,
-    NotACheckpointError,
-    UnsafeCheckpointError,
-)
+from .errors import CorruptCheckpointError, NotACheckpointError, UnsafeCheckpointError
 from .naming import parse_checkpoint_filename
+from .reading import INTERRUPTED_FIX, open_checkpoint
 from .safe_unpickle import RefusedGlobalError, TensorStub, load_structure
 
-__all__ = ["METADATA_FIELDS", "read_checkpoint_metadata"]
+__all__ = ["METADATA_FIELDS", "normalise_metadata", "read_checkpoint_metadata", "read_metadata_record"]
 
 # The keys of the dict read_checkpoint_metadata returns (always all present).
 METADATA_FIELDS = (
@@ -48,8 +44,8 @@ METADATA_FIELDS = (
     "has_rng_state",
     "tensor_count",
     "source",
+    "size_bytes",
 )
-_INTERRUPTED_FIX = "Delete this file, or ignore it: the listing skips it and earlier checkpoints are intact."
 
 
 def read_checkpoint_metadata(path: str | os.PathLike) -> dict[str, Any]:
@@ -65,41 +61,59 @@ def read_checkpoint_metadata(path: str | os.PathLike) -> dict[str, Any]:
         ``global_step`` (from the file name when the file lacks them), ``timestamp``
         (ISO string or None), ``metrics`` (train_loss, val_loss, learning_rate:
         float or None), ``history``, ``config``, ``data_state``, ``has_optimizer``,
-        ``has_rng_state``, ``tensor_count`` and ``source`` ("record" or "pickle").
+        ``has_rng_state``, ``tensor_count``, ``source`` ("record" or "pickle") and
+        ``size_bytes`` (the file's size).
 
     Raises:
-        CheckpointNotFoundError: no such file.
+        CheckpointNotFoundError: no such file, or a folder (see ``reading.open_checkpoint``).
+        CheckpointError: the file cannot be read (e.g. permission denied).
         CorruptCheckpointError: empty, truncated, or not a torch zip file.
         NotACheckpointError: a readable torch file without model weights.
         UnsafeCheckpointError: reading it would need arbitrary unpickling.
     """
     path = Path(path)
-    _require_file(path)
-    try:
-        with open(path, "rb") as file:
-            record = _read_record(path, file)
-    except OSError as error:
-        raise CorruptCheckpointError(path, f"cannot be read: {error.strerror or error}") from error
+    with open_checkpoint(path) as file:
+        return _fill_from_name(path, _read(path, file, record_only=False))
+
+
+def read_metadata_record(path: str | os.PathLike) -> dict[str, Any] | None:
+    """The metadata of a file written by ``save_checkpoint``, from its JSON record alone.
+
+    Reads a few kilobytes at the end of the file and never unpickles anything, so
+    retention can look at every checkpoint of a folder on each save.
+
+    Returns:
+        The dict of :func:`read_checkpoint_metadata` (kind "full"), or None when the file
+        has no record of ours (legacy, bare or foreign files).
+
+    Raises:
+        The errors of :func:`read_checkpoint_metadata` for a missing, unreadable,
+        empty or truncated file.
+    """
+    path = Path(path)
+    with open_checkpoint(path) as file:
+        meta = _read(path, file, record_only=True)
+    return _fill_from_name(path, meta) if meta is not None else None
+
+
+def _read(path: Path, file: BinaryIO, *, record_only: bool) -> dict[str, Any] | None:
+    """The record's metadata, else (unless ``record_only``) the pickle's; with the file size."""
+    size = os.fstat(file.fileno()).st_size
+    record = _read_record(path, file)
     meta = _from_record(record) if record is not None else None
-    if meta is None:
-        meta = _from_pickle(path)
-    return _fill_from_name(path, meta)
+    if meta is None and not record_only:
+        meta = _from_pickle(path, file)
+    if meta is not None:
+        meta["size_bytes"] = size
+    return meta
 
 
-def _require_file(path: Path) -> None:
-    if path.is_dir():
-        raise NotACheckpointError(path, "is a folder, not a checkpoint file")
-    if not path.exists():
-        problem = "is a broken symbolic link" if path.is_symlink() else "does not exist"
-        raise CheckpointNotFoundError(path, problem, fix="Check the path, or list the folder's checkpoints.")
-
-
-def _read_record(path: Path, file) -> dict | None:
+def _read_record(path: Path, file: BinaryIO) -> dict | None:
     """The parsed JSON record, or None when the file has none (or an unreadable one)."""
     try:
         data = read_last_member(file, fmt.METADATA_RECORD)
     except NoEndRecordError:
-        raise CorruptCheckpointError(path, _diagnose(file), fix=_INTERRUPTED_FIX) from None
+        raise CorruptCheckpointError(path, _diagnose(file), fix=INTERRUPTED_FIX) from None
     except Exception:  # an odd layout (prepended data, zip64 quirks): the full zip reader decides
         return None
     if data is None:
@@ -132,7 +146,7 @@ def _from_record(record: dict) -> dict[str, Any] | None:
     """Metadata from the JSON record; None when the record is not one of ours."""
     if fmt.FORMAT_VERSION_KEY not in record:
         return None
-    meta = _normalise(record)
+    meta = normalise_metadata(record)
     meta.update(
         kind="full",
         has_optimizer=bool(record.get("has_optimizer", False)),
@@ -143,35 +157,28 @@ def _from_record(record: dict) -> dict[str, Any] | None:
     return meta
 
 
-def _from_pickle(path: Path) -> dict[str, Any]:
+def _from_pickle(path: Path, file: BinaryIO) -> dict[str, Any]:
     """Metadata from ``<root>/data.pkl``, read with the safe structure unpickler."""
-    obj, archive_bytes = _load_pickled_structure(path)
-    kind = _kind_of(obj)
+    obj, archive_bytes = _load_pickled_structure(path, file)
+    kind = fmt.checkpoint_kind(obj, TensorStub)
     if kind is None:
         raise NotACheckpointError(
             path,
-            f"is a torch file but holds {_describe(obj)}, not model weights",
+            f"is a torch file but holds {fmt.describe_object(obj, TensorStub)}, not model weights",
             expected="a dict with 'model_state_dict', or a state_dict of tensors",
         )
-    if kind == "bare":
-        meta = _normalise({})
-        meta.update(kind="bare", has_optimizer=False, has_rng_state=False, tensor_count=len(obj))
-    else:
-        meta = _normalise({k: _scalar(v, archive_bytes) for k, v in obj.items() if k in fmt.METADATA_KEYS})
-        meta.update(
-            kind=kind,
-            has_optimizer=bool(obj.get(fmt.OPTIMIZER_STATE_KEY)),
-            has_rng_state=obj.get(fmt.RNG_STATE_KEY) is not None,
-            tensor_count=fmt.count_leaves(obj, TensorStub),
-        )
-    meta["source"] = "pickle"
+    small = (
+        {} if kind == "bare" else {k: _scalar(obj[k], archive_bytes) for k in fmt.METADATA_KEYS if k in obj}
+    )
+    meta = normalise_metadata(small)
+    meta.update(kind=kind, source="pickle", **fmt.content_facts(obj, TensorStub))
     return meta
 
 
-def _load_pickled_structure(path: Path) -> tuple[Any, Any]:
+def _load_pickled_structure(path: Path, file: BinaryIO) -> tuple[Any, Any]:
     """(unpickled structure, a reader for small storages) of a torch zip file."""
     try:
-        with zipfile.ZipFile(path) as archive:
+        with zipfile.ZipFile(file) as archive:
             names = archive.namelist()
             pickle_name = f"{archive_root(names)}/data.pkl"
             if pickle_name not in names:
@@ -213,31 +220,20 @@ def _scalar(value: Any, storages: dict[str, bytes]) -> Any:
     return value
 
 
-def _kind_of(obj: Any) -> str | None:
-    """Like format.checkpoint_kind, on an unpickled structure with tensor stubs."""
-    if not isinstance(obj, Mapping) or not obj:
-        return None
-    weights = obj.get(fmt.MODEL_STATE_KEY)
-    if isinstance(weights, Mapping):
-        if not weights:  # nothing to load: the loader refuses it, so the listing must not offer it
-            return None
-        return "full" if fmt.FORMAT_VERSION_KEY in obj else "legacy"
-    if all(isinstance(k, str) and isinstance(v, TensorStub) for k, v in obj.items()):
-        return "bare"
-    return None
+def normalise_metadata(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """The common metadata fields of a checkpoint dict or record, with checked types.
 
+    Anything odd becomes None or empty: a non-finite or non-numeric epoch, a metric that is
+    not a finite number (one-element tensors count as numbers), a history that is not a list.
 
-def _describe(obj: Any) -> str:
-    if isinstance(obj, Mapping) and obj.get(fmt.MODEL_STATE_KEY) == {}:
-        return "an empty 'model_state_dict'"
-    if isinstance(obj, Mapping):
-        keys = ", ".join(repr(k) for k in list(obj)[:6])
-        return f"a dict with keys [{keys}{', ...' if len(obj) > 6 else ''}]" if obj else "an empty dict"
-    return "a tensor" if isinstance(obj, TensorStub) else f"a {type(obj).__name__}"
+    Args:
+        raw: a checkpoint dict (full or legacy) or its JSON record; ``{}`` for a bare file.
 
-
-def _normalise(raw: Mapping[str, Any]) -> dict[str, Any]:
-    """The common fields with checked types; anything odd becomes None / empty."""
+    Returns:
+        ``format_version``, ``epoch``, ``global_step`` (int or None), ``timestamp`` (str or
+        None), ``metrics`` (every name in ``format.METRIC_NAMES``: float or None),
+        ``history`` (list of dicts), ``config`` (dict) and ``data_state`` (dict or None).
+    """
     metrics = raw.get(fmt.METRICS_KEY)
     metrics = dict(metrics) if isinstance(metrics, Mapping) else {}
     history = raw.get(fmt.HISTORY_KEY)
@@ -277,6 +273,8 @@ def _int_or_none(value: Any) -> int | None:
 
 
 def _float_or_none(value: Any) -> float | None:
+    if isinstance(value, torch.Tensor) and value.numel() == 1 and not value.is_complex():
+        value = value.item()  # legacy files stored losses as tensors
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
     return float(value) if math.isfinite(value) else None

@@ -24,6 +24,7 @@ __all__ = [
     "parse_checkpoint_filename",
     "is_temporary_file",
     "temporary_path_for",
+    "writer_pid",
 ]
 
 CHECKPOINT_PREFIX = "checkpoint"
@@ -33,6 +34,8 @@ CHECKPOINT_SUFFIX = ".pt"
 TEMP_MARKER = ".tmp-"
 _TIMESTAMP_FORMAT = "%Y%m%d_%H%M%S"
 
+# The temporary name's tail, as temporary_path_for writes it: "<marker><pid>-<random hex>".
+_TEMP_TAIL_RE = re.compile(rf"{re.escape(TEMP_MARKER)}(?P<pid>\d+)-[0-9a-f]+$")
 _NAME_RE = re.compile(
     rf"^{CHECKPOINT_PREFIX}_epoch(?P<epoch>\d{{4,}})_step(?P<step>\d{{6,}})"
     rf"_(?P<stamp>\d{{8}}_\d{{6}}){re.escape(CHECKPOINT_SUFFIX)}$"
@@ -46,10 +49,6 @@ class ParsedName:
     epoch: int
     global_step: int
     timestamp: _dt.datetime
-
-    @property
-    def sort_key(self) -> tuple[int, int, _dt.datetime]:
-        return (self.global_step, self.epoch, self.timestamp)
 
 
 def checkpoint_filename(epoch: int, global_step: int, when: _dt.datetime | None = None) -> str:
@@ -97,3 +96,9 @@ def temporary_path_for(final_path: Path) -> Path:
     """
     token = os.urandom(4).hex()
     return final_path.with_name(f".{final_path.name}{TEMP_MARKER}{os.getpid()}-{token}")
+
+
+def writer_pid(name: str | os.PathLike) -> int | None:
+    """The process id that :func:`temporary_path_for` put into a temporary file's name, or None."""
+    match = _TEMP_TAIL_RE.search(Path(name).name)
+    return int(match["pid"]) if match and is_temporary_file(name) else None

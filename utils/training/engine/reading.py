@@ -15,24 +15,29 @@ never touches (the optimizer state) are never read.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import re
 import sys
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import torch
 
+from .archive import has_end_record
 from .errors import CheckpointError, CheckpointNotFoundError, CorruptCheckpointError, UnsafeCheckpointError
 
-__all__ = ["LoadedFile", "read_checkpoint_file", "INTERRUPTED_FIX", "DAMAGED_FIX"]
+__all__ = ["LoadedFile", "open_checkpoint", "read_checkpoint_file", "INTERRUPTED_FIX", "DAMAGED_FIX"]
 
+# The one fix for a file whose save never finished (the listing and the loader both use it).
 INTERRUPTED_FIX = (
     "the file is incomplete -- the save was probably interrupted (e.g. a Colab disconnect); "
-    "pick another checkpoint"
+    "pick another checkpoint. The listing skips this file and earlier checkpoints are intact, "
+    "so you may delete it"
 )
 DAMAGED_FIX = (
     "the file is damaged or incomplete (e.g. a save interrupted by a Colab disconnect); "
@@ -40,8 +45,7 @@ DAMAGED_FIX = (
 )
 _FOREIGN_FIX = "pick a checkpoint written by Cell 32 (Run Training) or by torch.save"
 _ZIP_MAGIC = b"PK\x03\x04"
-_EOCD_MAGIC = b"PK\x05\x06"  # a zip's end-of-central-directory record, always at its very end
-_EOCD_SEARCH = 22 + 65535 + 20 + 56  # record + longest comment, with room for the zip64 locator
+_NOT_FOUND_FIX = "check the path; Cell 33 (Checkpoint Recovery) lists the checkpoints that exist"
 # How torch names the global a weights-only load refused, in its two wordings.
 _REFUSED_GLOBAL = re.compile(r"(?:Unsupported global: GLOBAL|unsupported GLOBAL) ([\w.]+)")
 
@@ -106,36 +110,60 @@ def _torch_load(path: Path, use_mmap: bool, trust_pickle: bool, caught: list[str
             caught.extend(f"torch: {_first_line(w.message)}" for w in recorded)
 
 
-def _read_head(path: Path) -> bytes:
-    """The first bytes of the file; raises for a missing file, a folder, or an empty file."""
-    if path.is_dir():
-        raise CheckpointNotFoundError(
+@contextlib.contextmanager
+def open_checkpoint(path: Path) -> Iterator[BinaryIO]:
+    """Open a checkpoint file for binary reading; an OSError (opening or reading) becomes ours.
+
+    Args:
+        path: the file.
+
+    Yields:
+        The open file.
+
+    Raises:
+        CheckpointNotFoundError: no such file, a broken symbolic link, a folder, or a
+            part of the path is a file.
+        CheckpointError: any other OSError (e.g. permission denied, an I/O error).
+    """
+    try:
+        with path.open("rb") as file:
+            yield file
+    except CheckpointError:
+        raise
+    except OSError as error:
+        raise _open_error(path, error) from error
+
+
+def _open_error(path: Path, error: OSError) -> CheckpointError:
+    if isinstance(error, IsADirectoryError) or (isinstance(error, PermissionError) and path.is_dir()):
+        return CheckpointNotFoundError(
             path,
             "is a folder, not a checkpoint file",
             expected="the path of one checkpoint file (*.pt) inside it",
             fix="pass a file from list_checkpoints(folder), e.g. list_checkpoints(folder)[0].path",
         )
-    try:
-        with path.open("rb") as handle:
-            head = handle.read(len(_ZIP_MAGIC))
-    except FileNotFoundError as error:  # also a dangling symlink
-        raise CheckpointNotFoundError(
-            path,
-            "does not exist",
-            expected="an existing checkpoint file",
-            fix="check the path; Cell 33 (Checkpoint Recovery) lists the checkpoints that exist",
-        ) from error
-    except NotADirectoryError as error:  # a folder on the way is a file (e.g. CHECKPOINT_DIR names a file)
-        raise CheckpointNotFoundError(
+    if isinstance(error, FileNotFoundError):
+        link = path.is_symlink()
+        problem = "is a broken symbolic link: its target does not exist" if link else "does not exist"
+        return CheckpointNotFoundError(
+            path, problem, expected="an existing checkpoint file", fix=_NOT_FOUND_FIX
+        )
+    if isinstance(error, NotADirectoryError):  # a folder on the way is a file (CHECKPOINT_DIR names a file?)
+        return CheckpointNotFoundError(
             path,
             "does not exist: a part of its path is a file, not a folder",
             expected="an existing checkpoint file",
             fix="check the path (is CHECKPOINT_DIR a file?); Cell 33 lists the checkpoints that exist",
-        ) from error
-    except OSError as error:
-        raise CheckpointError(
-            path, f"cannot be read: {error.strerror or error}", fix="check the file's permissions"
-        ) from error
+        )
+    return CheckpointError(
+        path, f"cannot be read: {error.strerror or error}", fix="check the file's permissions"
+    )
+
+
+def _read_head(path: Path) -> bytes:
+    """The first bytes of the file; raises for a missing file, a folder, or an empty file."""
+    with open_checkpoint(path) as handle:
+        head = handle.read(len(_ZIP_MAGIC))
     if not head:
         raise CorruptCheckpointError(
             path, "is empty (0 bytes)", expected="a PyTorch checkpoint", fix=INTERRUPTED_FIX
@@ -191,8 +219,6 @@ def _unsafe_error(path: Path, error: Exception) -> UnsafeCheckpointError:
 
 def _classify(path: Path, error: Exception) -> CheckpointError:
     """Map a failed ``torch.load`` to the project's error for it."""
-    if isinstance(error, CheckpointError):
-        return error
     if isinstance(error, FileNotFoundError):  # removed between the check and the load
         return CheckpointNotFoundError(path, "disappeared while it was being read", fix="check the path")
     if isinstance(error, PermissionError):
@@ -219,17 +245,9 @@ def _zip_end_missing(path: Path) -> bool:
     """A zip file whose end-of-archive record is gone: the tail of the file was never written."""
     try:
         with path.open("rb") as handle:
-            if handle.read(len(_ZIP_MAGIC)) != _ZIP_MAGIC:
-                return False
-            handle.seek(max(0, path.stat().st_size - _EOCD_SEARCH))
-            tail = handle.read()
+            return handle.read(len(_ZIP_MAGIC)) == _ZIP_MAGIC and not has_end_record(handle)
     except OSError:
         return False
-    at = tail.rfind(_EOCD_MAGIC)
-    if at < 0 or at + 22 > len(tail):
-        return True
-    comment_length = int.from_bytes(tail[at + 20 : at + 22], "little")
-    return at + 22 + comment_length > len(tail)
 
 
 def _first_line(error: BaseException) -> str:

@@ -12,16 +12,16 @@ Terminal view::
 
 from __future__ import annotations
 
-import datetime as _dt
 import math
 import os
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
 from .errors import CheckpointError, NoCheckpointsError
+from .format import time_order
 from .metadata import read_checkpoint_metadata
 from .naming import CHECKPOINT_SUFFIX, is_temporary_file
 
@@ -32,7 +32,9 @@ __all__ = [
     "latest_checkpoint",
     "list_checkpoints",
     "main",
+    "newest",
     "recover_training_results",
+    "results_from_scan",
     "scan_checkpoints",
 ]
 
@@ -77,10 +79,7 @@ class CheckpointInfo:
     @property
     def time_order(self) -> float:
         """Seconds since the epoch of ``timestamp`` (0.0 when unknown), for ordering ties."""
-        try:
-            return _dt.datetime.fromisoformat(self.timestamp).timestamp() if self.timestamp else 0.0
-        except (ValueError, OverflowError, OSError):
-            return 0.0
+        return time_order(self.timestamp)
 
 
 class ScanResult(NamedTuple):
@@ -154,7 +153,18 @@ def list_checkpoints(
 
 def latest_checkpoint(checkpoint_dir: str | os.PathLike = DEFAULT_CHECKPOINT_DIR) -> CheckpointInfo | None:
     """The checkpoint with the highest global step (ties: newest timestamp); None when there is none."""
-    checkpoints = scan_checkpoints(checkpoint_dir).checkpoints
+    return newest(scan_checkpoints(checkpoint_dir).checkpoints)
+
+
+def newest(checkpoints: Iterable[CheckpointInfo]) -> CheckpointInfo | None:
+    """The entry with the highest global step (ties: newest timestamp, then name).
+
+    Args:
+        checkpoints: any entries, e.g. ``ScanResult.checkpoints``.
+
+    Returns:
+        The most recent entry, or None when ``checkpoints`` is empty.
+    """
     return max(checkpoints, key=_recency, default=None)
 
 
@@ -181,7 +191,7 @@ def _info_from(path: Path, meta: Mapping[str, Any]) -> CheckpointInfo:
         train_loss=metrics.get("train_loss"),
         val_loss=metrics.get("val_loss"),
         learning_rate=metrics.get("learning_rate"),
-        size_bytes=path.stat().st_size,
+        size_bytes=meta["size_bytes"],
         kind=meta["kind"],
         format_version=meta.get("format_version"),
         has_optimizer=bool(meta.get("has_optimizer")),
@@ -204,12 +214,27 @@ def recover_training_results(checkpoint_dir: str | os.PathLike = DEFAULT_CHECKPO
     Raises:
         NoCheckpointsError: the folder holds no valid checkpoint.
     """
-    result = scan_checkpoints(checkpoint_dir)
-    if not result.checkpoints:
-        raise _no_checkpoints(Path(checkpoint_dir), result.skipped)
-    best = result.checkpoints[0]
-    latest = max(result.checkpoints, key=_recency)
-    history = _history_of(latest, result.checkpoints)
+    return results_from_scan(scan_checkpoints(checkpoint_dir), checkpoint_dir)
+
+
+def results_from_scan(scan: ScanResult, checkpoint_dir: str | os.PathLike) -> dict[str, Any]:
+    """The ``results`` dict of :func:`recover_training_results`, from a scan the caller already made.
+
+    Args:
+        scan: ``scan_checkpoints(checkpoint_dir)`` (its listing order is kept).
+        checkpoint_dir: the folder that was scanned (reported, and named in the error).
+
+    Returns:
+        The dict described in :func:`recover_training_results`.
+
+    Raises:
+        NoCheckpointsError: ``scan`` holds no valid checkpoint.
+    """
+    latest = newest(scan.checkpoints)
+    if latest is None:
+        raise _no_checkpoints(Path(checkpoint_dir), scan.skipped)
+    best = scan.checkpoints[0]
+    history = _history_of(latest, scan.checkpoints)
     return {
         "checkpoint_path": str(best.path),
         "best_epoch": best.epoch,
@@ -222,7 +247,7 @@ def recover_training_results(checkpoint_dir: str | os.PathLike = DEFAULT_CHECKPO
         "config": best.config or latest.config,
         "checkpoint_dir": str(checkpoint_dir),
         "latest_checkpoint_path": str(latest.path),
-        "checkpoints": result.checkpoints,
+        "checkpoints": scan.checkpoints,
     }
 
 
