@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
-"""The project's two commands; each sets itself up on a machine with only Python 3.
+"""The project's three commands; each sets itself up on a machine with only Python 3.
 
     python3 tasks.py run     # the whole notebook, headless on CPU -> outputs/
     python3 tasks.py test    # linter, unit tests, notebook tests
+    python3 tasks.py setup   # only create the environment
 
-Both create ``.venv`` (once) and install requirements-dev.txt into it. The CPU
+Each creates ``.venv`` (once) and installs requirements-dev.txt into it. The CPU
 build of torch is pinned here, not in requirements.txt, so that Colab keeps
 the torch it brings.
 """

@@ -47,7 +47,7 @@ on a CPU it is a tiny model that trains in a minute or two. Settings are in **Ce
 | Cells | What happens |
 |---|---|
 | 1–7 | Set-up: code, runtime, parameters, Google Drive, device, checkpoint folder, seeds |
-| 8–12 | Data: text, tokenizer, splits, model config, batches |
+| 8–12 | Data: text, tokenizer, splits, model config, training settings and batches |
 | 13–17 | Model: create it, inspect it, check it before training |
 | 18–31 | Training set-up: optimizer, schedule, precision, memory, speed, resume, last checks |
 | 32 | **Run Training** (checkpoints every epoch and every `SAVE_EVERY_STEPS` steps) |
@@ -110,6 +110,7 @@ BATCH_SIZE = 8  # @param {type:"integer"}
 LEARNING_RATE = 1e-3  # @param {type:"number"}
 WEIGHT_DECAY = 0.1  # @param {type:"number"}
 WARMUP_STEPS = 20  # @param {type:"integer"}
+MIN_LR_RATIO = 0.1  # @param {type:"number"}
 MAX_BATCHES_PER_EPOCH = 0  # @param {type:"integer"}
 MIXED_PRECISION = "auto"  # @param ["auto", "off", "bf16", "fp16"]
 DEVICE = "auto"  # @param ["auto", "cpu", "cuda"]
@@ -226,13 +227,16 @@ print("\\n".join(config_lines(model_config, preset, tokenizer)))
     ),
     Cell(
         code="""
-# @title 12. Batches { display-mode: "form" }
+# @title 12. Training settings and batches { display-mode: "form" }
+# @markdown `train_config` holds Cell 3's training settings; every later cell and every checkpoint uses it.
 from utils.data import EpochBatches, validation_batches
 from utils.notebook.data_views import describe_batch
+from utils.notebook.train_settings import train_config_from
 
-block_size, max_batches = model_config.block_size, MAX_BATCHES_PER_EPOCH or None
-train_batches = EpochBatches(train_tokens, BATCH_SIZE, block_size, SEED, max_batches)
-val_batches = validation_batches(val_tokens, BATCH_SIZE, block_size, EVAL_BATCHES or None)
+train_config = train_config_from(globals(), device)
+batch_size, block_size, seed = train_config.batch_size, model_config.block_size, train_config.seed
+train_batches = EpochBatches(train_tokens, batch_size, block_size, seed, train_config.max_batches_per_epoch)
+val_batches = validation_batches(val_tokens, batch_size, block_size, train_config.eval_batches)
 print("\\n".join(describe_batch(train_batches, val_batches, tokenizer)))
 """,
     ),
@@ -294,7 +298,7 @@ print(printable(untrained_sample))
 from utils.notebook.model_views import optimizer_lines
 from utils.training.optim import build_optimizer
 
-optimizer = build_optimizer(model, LEARNING_RATE, WEIGHT_DECAY)
+optimizer = build_optimizer(model, train_config.learning_rate, train_config.weight_decay)
 print("\\n".join(optimizer_lines(optimizer)))
 """,
     ),
@@ -305,11 +309,11 @@ from utils.notebook.model_views import schedule_preview
 from utils.notebook.plots import plot_lr_schedule, show_png
 from utils.training.optim import build_scheduler
 
-total_steps = EPOCHS * len(train_batches)
-scheduler = build_scheduler(optimizer, WARMUP_STEPS, total_steps)
+warmup, total_steps = train_config.warmup_steps, train_config.epochs * len(train_batches)
+scheduler = build_scheduler(optimizer, warmup, total_steps, train_config.min_lr_ratio)
 lr_schedule = schedule_preview(scheduler, total_steps)
-print(f"📈 Warmup over {WARMUP_STEPS} steps to {max(lr_schedule):.2e}, cosine down to {lr_schedule[-1]:.2e}")
-print(f"   {total_steps} steps planned ({EPOCHS} epochs x {len(train_batches)} batches)")
+print(f"📈 Warmup over {warmup} steps to {max(lr_schedule):.2e}, cosine down to {lr_schedule[-1]:.2e}")
+print(f"   {total_steps} steps planned ({train_config.epochs} epochs x {len(train_batches)} batches)")
 show_png(plot_lr_schedule(lr_schedule, f"{OUTPUT_DIR}/lr_schedule.png", steps_per_epoch=len(train_batches)))
 """,
     ),
@@ -319,8 +323,8 @@ show_png(plot_lr_schedule(lr_schedule, f"{OUTPUT_DIR}/lr_schedule.png", steps_pe
 from utils.notebook.model_views import precision_lines
 from utils.training.precision import build_grad_scaler, resolve_precision
 
-amp_dtype = resolve_precision(MIXED_PRECISION, device)
-scaler = build_grad_scaler(MIXED_PRECISION, device)
+amp_dtype = resolve_precision(train_config.mixed_precision, device)
+scaler = build_grad_scaler(train_config.mixed_precision, device)
 print("\\n".join(precision_lines(amp_dtype, scaler, device)))
 """,
     ),
@@ -329,7 +333,7 @@ print("\\n".join(precision_lines(amp_dtype, scaler, device)))
 # @title 21. Memory estimate { display-mode: "form" }
 from utils.notebook.planning import available_memory, estimate_memory
 
-memory = estimate_memory(model, BATCH_SIZE, available_memory(device))
+memory = estimate_memory(model, train_config.batch_size, available_memory(device))
 print("\\n".join(memory.lines(str(device))))
 """,
     ),
@@ -348,26 +352,10 @@ print("\\n".join(throughput.lines(len(train_batches))))
 # @title 23. Training configuration and checkpoint policy { display-mode: "form" }
 from utils.notebook.model_views import settings_table
 from utils.notebook.planning import retention_lines
-from utils.training.loop import TrainConfig
 
-train_config = TrainConfig(
-    epochs=EPOCHS,
-    batch_size=BATCH_SIZE,
-    learning_rate=LEARNING_RATE,
-    weight_decay=WEIGHT_DECAY,
-    warmup_steps=WARMUP_STEPS,
-    max_batches_per_epoch=MAX_BATCHES_PER_EPOCH or None,
-    eval_batches=EVAL_BATCHES or None,
-    save_every_steps=SAVE_EVERY_STEPS,
-    keep_best=KEEP_BEST,
-    keep_last=KEEP_LAST,
-    seed=SEED,
-    mixed_precision=MIXED_PRECISION,
-    device=str(device),
-    stop_after_epochs=EPOCHS_THIS_SESSION or None,
-)
-print("⚙️  TrainConfig (stored in every checkpoint):")
-print("\\n".join(settings_table(train_config) + [""] + retention_lines(KEEP_BEST, KEEP_LAST)))
+print("⚙️  train_config (Cell 12; the run uses it and every checkpoint stores it):")
+print("\\n".join(settings_table(train_config)))
+print("\\n" + "\\n".join(retention_lines(train_config.keep_best, train_config.keep_last)))
 """,
     ),
     Cell(
@@ -405,7 +393,7 @@ from utils.notebook.planning import checkpoint_size_bytes, plan_training
 plan = plan_training(
     train_config,
     batches_per_epoch=len(train_batches),
-    start_epoch=resume_state.epoch if resume_state else 0,
+    resume_state=resume_state,
     checkpoint_bytes=checkpoint_size_bytes(model),
     free_disk=folder_report.free_bytes,
     seconds_per_step=throughput.seconds_per_step,

@@ -49,3 +49,26 @@ def checkpoint_dir(tmp_path, tiny_model, tiny_config):
             step_losses=torch.linspace(5, train_loss, step, dtype=torch.float64),
         )  # fmt: skip
     return folder
+
+
+@pytest.fixture
+def same_step_runs(tmp_path, tiny_model):
+    """Two runs' checkpoints at the same step: the older has the better val_loss (listed first).
+
+    Returns the folder and the newer file, which RESUME = "latest" picks.
+    """
+    folder = tmp_path / "same-step"
+    paths = [
+        save_checkpoint(
+            folder,
+            tiny_model,
+            None,
+            epoch=2,
+            global_step=30,
+            retention=None,
+            when=dt.datetime(2025, 1, day),
+            metrics={"train_loss": 3.0, "val_loss": val_loss, "learning_rate": 1e-3},
+        )  # fmt: skip
+        for day, val_loss in ((1, 2.0), (2, 3.0))
+    ]
+    return folder, paths[1]

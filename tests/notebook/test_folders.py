@@ -6,6 +6,7 @@ import pytest
 
 from utils.notebook.folders import check_checkpoint_folder
 from utils.training.engine.errors import CheckpointSaveError
+from utils.training.engine.recovery import latest_checkpoint
 
 
 class TestCheckCheckpointFolder:
@@ -17,6 +18,11 @@ class TestCheckCheckpointFolder:
         report = check_checkpoint_folder(checkpoint_dir, resume="none")
         assert report.checkpoints == 3 and "epoch0002" in report.latest
         assert 'RESUME = "latest"' in "\n".join(report.lines())
+
+    def test_latest_is_the_file_resume_latest_picks(self, same_step_runs):
+        folder, newer = same_step_runs
+        report = check_checkpoint_folder(folder)
+        assert report.latest == newer.name == latest_checkpoint(folder).name
 
     def test_no_hint_when_resuming(self, checkpoint_dir):
         assert check_checkpoint_folder(checkpoint_dir, resume="latest").hints == []

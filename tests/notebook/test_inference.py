@@ -16,6 +16,7 @@ from utils.notebook.inference import (
     generate_text,
     printable,
 )
+from utils.training.loop import evaluate
 
 
 class TestGenerateText:
@@ -48,6 +49,20 @@ class TestEvaluateSessionModel:
                      "load_report": SimpleNamespace(metrics={"val_loss": 2.25})}  # fmt: skip
         result = evaluate_session_model(namespace)
         assert (result.recorded_val_loss, result.untrained_loss) == (2.25, 5.5)
+
+    def test_evaluates_in_the_sessions_precision(self, tiny_model, val_batches):
+        # the recorded val_loss was computed under Cell 20's autocast: compare like with like
+        result = evaluate_session_model(
+            {"model": tiny_model, "val_batches": val_batches, "amp_dtype": torch.bfloat16}
+        )
+        in_bf16 = evaluate(tiny_model, val_batches, amp_dtype=torch.bfloat16)
+        assert result.val_loss == in_bf16 != evaluate(tiny_model, val_batches)
+
+    def test_wrapped_model_reports_the_inner_vocab(self, tiny_model, val_batches):
+        result = evaluate_session_model(
+            {"model": torch.nn.DataParallel(tiny_model), "val_batches": val_batches}
+        )
+        assert result.vocab_size == 256
 
     def test_missing_model_names_the_cell(self):
         with pytest.raises(NameError, match="Cell 13"):

@@ -14,6 +14,7 @@ from utils.notebook.load_weights import (
     resolve_checkpoint_dir,
 )
 from utils.training.engine.recovery import list_checkpoints
+from utils.training.loop import evaluate
 
 from .conftest import TINY
 
@@ -79,6 +80,22 @@ class TestLoadWeightsCell:
         assert "🔍 Selection Method: Auto-selected best" in text
         assert "→ [0] Epoch  1" in text
         assert "✅ Weights loaded successfully!" in text and "Validation batch loss" in text
+
+    def test_validation_loss_uses_evaluate_in_the_sessions_precision(
+        self, checkpoint_dir, tiny_model, val_batches, monkeypatch
+    ):
+        calls = []
+
+        def spy(model, batches, **kwargs):
+            calls.append((len(batches), kwargs.get("amp_dtype")))
+            return evaluate(model, batches, **kwargs)
+
+        monkeypatch.setattr("utils.notebook.load_weights.evaluate", spy)
+        namespace = {"model": tiny_model, "CHECKPOINT_DIR": str(checkpoint_dir), "val_batches": val_batches * 2,
+                     "amp_dtype": torch.bfloat16}  # fmt: skip
+        _, text = _run(namespace, device="cpu")
+        expected = evaluate(tiny_model, val_batches[:1], amp_dtype=torch.bfloat16)
+        assert calls == [(1, torch.bfloat16)] and f"Validation batch loss: {expected:.4f}" in text
 
     def test_panels_in_the_designs_order(self, checkpoint_dir, tiny_model):
         _, text = _run({"model": tiny_model, "CHECKPOINT_DIR": str(checkpoint_dir)}, device="cpu")

@@ -42,7 +42,8 @@ def _final_checkpoint(folder: Path) -> dict:
 @pytest.fixture(scope="module")
 def executed(tmp_path_factory):
     folder = tmp_path_factory.mktemp("papermill")
-    params = {**FAST, "EPOCHS": 2, "CHECKPOINT_DIR": str(folder / "ckpt"), "OUTPUT_DIR": str(folder / "out")}
+    params = {**FAST, "EPOCHS": 2, "CHECKPOINT_DIR": str(folder / "ckpt"), "OUTPUT_DIR": str(folder / "out"),
+              "MIN_LR_RATIO": 0.25, "WARMUP_STEPS": 3}  # fmt: skip
     papermill.execute_notebook(
         str(NOTEBOOK), str(folder / "executed.ipynb"), parameters=params, cwd=str(ROOT), progress_bar=False
     )
@@ -54,6 +55,14 @@ class TestWholeRun:
         nb, _ = executed
         errors = [o for c in nb.cells for o in c.get("outputs", []) if o.output_type == "error"]
         assert errors == []
+
+    def test_the_stored_training_settings_are_the_ones_used(self, executed):
+        _, folder = executed
+        saved = _final_checkpoint(folder / "ckpt")
+        schedule, training = saved["scheduler_state_dict"]["lr_lambdas"][0], saved["config"]["training"]
+        assert (schedule["min_lr_ratio"], schedule["warmup_steps"]) == (0.25, 3)
+        assert (training["min_lr_ratio"], training["warmup_steps"]) == (0.25, 3)
+        assert training["eval_batches"] == FAST["EVAL_BATCHES"]
 
     def test_recovery_load_and_session_cells(self, executed):
         nb, _ = executed

@@ -11,6 +11,7 @@ import pytest
 
 from tools.build_notebook import NOTEBOOK, main, render_notebook
 from tools.notebook_cells import FIXED_TITLES
+from utils.notebook.train_settings import SETTING_NAMES
 
 TITLE_RE = re.compile(r'^# @title (?P<title>.+) \{ display-mode: "form" \}$')
 
@@ -104,6 +105,16 @@ class TestThinCells:
             for c in code_cells
         ]
         assert statistics.median(code_lines) <= 6
+
+    def test_training_settings_reach_the_run_only_through_train_config(self, code_cells):
+        # One source of truth: the optimizer, schedule, batches and checkpoints all read train_config,
+        # so what a checkpoint stores is what the run used.
+        builder = [n for n, c in enumerate(code_cells, start=1) if "train_config_from(globals()" in c.source]
+        assert builder == [12]
+        for number, cell in enumerate(code_cells, start=1):
+            loads = {n.id for n in ast.walk(ast.parse(cell.source)) if isinstance(n, ast.Name)}
+            used = loads & (set(SETTING_NAMES.values()) - {"SEED"}) if number != 3 else set()
+            assert not used, f"Cell {number} reads {sorted(used)} instead of train_config"
 
     def test_cell_34_is_short_and_calls_the_library(self, code_cells):
         source = _cell(code_cells, 34).source

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 
+from tests.training.conftest import make_setup
 from utils.notebook.planning import (
     checkpoint_size_bytes,
     estimate_memory,
@@ -14,6 +17,7 @@ from utils.notebook.planning import (
     plan_training,
     retention_lines,
 )
+from utils.training import restore_training_state, train
 from utils.training.loop import TrainConfig
 
 
@@ -63,13 +67,25 @@ class TestPlanTraining:
     def test_counts_saves_steps_and_disk(self):
         config = TrainConfig(epochs=4, save_every_steps=50, keep_best=1, keep_last=2)
         plan = plan_training(config, batches_per_epoch=120, checkpoint_bytes=100, free_disk=10**6)
-        assert (plan.total_steps, plan.steps_to_run, plan.saves, plan.disk_needed) == (480, 480, 12, 400)
+        # mid-epoch saves at global steps 50, 100, ..., 450 (9) + 4 epoch ends; was pinned at 12 (per-epoch count)
+        assert (plan.total_steps, plan.steps_to_run, plan.saves, plan.disk_needed) == (480, 480, 13, 400)
 
     def test_resume_and_session_limit(self):
         config = TrainConfig(epochs=10, stop_after_epochs=3)
-        plan = plan_training(config, batches_per_epoch=10, start_epoch=2, checkpoint_bytes=1, free_disk=1)
+        resume = SimpleNamespace(epoch=2, batch_in_epoch=0, global_step=20)
+        plan = plan_training(
+            config, batches_per_epoch=10, resume_state=resume, checkpoint_bytes=1, free_disk=1
+        )
         assert (plan.end_epoch, plan.steps_to_run) == (5, 30)
         assert "this session stops after epoch 5" in "\n".join(plan.lines())
+
+    def test_mid_epoch_resume_counts_the_rest_of_the_epoch(self):
+        config = TrainConfig(epochs=2, save_every_steps=4)
+        resume = SimpleNamespace(epoch=0, batch_in_epoch=4, global_step=4)
+        plan = plan_training(
+            config, batches_per_epoch=5, resume_state=resume, checkpoint_bytes=1, free_disk=1
+        )
+        assert (plan.steps_to_run, plan.saves) == (6, 3)  # steps 5 (epoch end), 8, 10 (epoch end)
 
     def test_not_enough_disk_is_flagged(self):
         plan = plan_training(TrainConfig(epochs=1), batches_per_epoch=1, checkpoint_bytes=10**9, free_disk=10)
@@ -78,6 +94,36 @@ class TestPlanTraining:
     def test_bad_batches(self):
         with pytest.raises(ValueError, match="batches_per_epoch"):
             plan_training(TrainConfig(), batches_per_epoch=0, checkpoint_bytes=1, free_disk=1)
+
+
+class TestPlanMatchesTrain:
+    """The plan's save count is the number of files train() writes: one rule, in TrainConfig."""
+
+    @pytest.mark.parametrize(
+        "settings",
+        [
+            dict(epochs=3, save_every_steps=3),
+            dict(epochs=2, save_every_steps=5),
+            dict(epochs=3, stop_after_epochs=2),
+        ],
+    )
+    def test_fresh_run(self, tmp_path, settings):
+        s = make_setup(**settings)
+        plan = plan_training(s.config, batches_per_epoch=len(s.batches), checkpoint_bytes=1, free_disk=1)
+        run = train(*s.args(tmp_path), progress=False)
+        assert plan.saves == len(run.checkpoints) and plan.steps_to_run == len(run.step_losses)
+
+    def test_resumed_mid_epoch(self, tmp_path):
+        first = make_setup(epochs=3, save_every_steps=4)
+        mid_epoch = train(*first.args(tmp_path / "a"), progress=False).checkpoints[0]  # step 4, batch 4 of 5
+        s = make_setup(epochs=3, save_every_steps=4)
+        resume = restore_training_state(mid_epoch, s.model, s.optimizer, s.scheduler)
+        plan = plan_training(
+            s.config, batches_per_epoch=len(s.batches), resume_state=resume, checkpoint_bytes=1, free_disk=1
+        )
+        run = train(*s.args(tmp_path / "b"), resume_state=resume, progress=False)
+        assert plan.saves == len(run.checkpoints) == 5  # steps 5, 8, 10, 12, 15
+        assert plan.steps_to_run == run.global_step - resume.global_step == 11
 
 
 class TestRetentionLines:

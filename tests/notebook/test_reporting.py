@@ -9,6 +9,7 @@ import pytest
 
 from utils.notebook.reporting import build_dashboard, final_summary, step_losses_of, training_summary
 from utils.training.engine.errors import NoCheckpointsError
+from utils.training.engine.recovery import latest_checkpoint
 
 
 class TestTrainingSummary:
@@ -23,6 +24,7 @@ class TestTrainingSummary:
             and "session limit" in text
             and "disk full" in text
         )
+        assert "Best checkpoint written this session: /c/b.pt" in text
 
 
 class TestStepLossesOf:
@@ -34,6 +36,20 @@ class TestStepLossesOf:
     def test_missing_or_broken_file_gives_nothing(self, tmp_path):
         (tmp_path / "x.pt").write_bytes(b"junk")
         assert step_losses_of(None) == [] and step_losses_of(tmp_path / "x.pt") == []
+
+    def test_an_unreadable_file_says_why_in_one_line(self, tmp_path, capsys):
+        (tmp_path / "x.pt").write_bytes(b"")
+        assert step_losses_of(tmp_path / "x.pt") == []
+        lines = capsys.readouterr().out.splitlines()
+        assert len(lines) == 1 and lines[0].startswith("⚠️  No per-step loss curve: x.pt cannot be read (")
+
+    def test_other_failures_are_not_swallowed(self, checkpoint_dir, monkeypatch):
+        def broken(path, **kwargs):
+            raise RuntimeError("a bug, not a bad file")
+
+        monkeypatch.setattr("utils.notebook.reporting.read_checkpoint_file", broken)
+        with pytest.raises(RuntimeError, match="a bug"):
+            step_losses_of(sorted(checkpoint_dir.glob("*.pt"))[-1])
 
 
 class TestBuildDashboard:
@@ -47,6 +63,11 @@ class TestBuildDashboard:
 
 
 class TestFinalSummary:
+    def test_latest_is_the_file_resume_latest_picks(self, same_step_runs, tmp_path):
+        folder, newer = same_step_runs
+        text = "\n".join(final_summary(folder, tmp_path / "out"))
+        assert f"latest: {newer.name} (step 30)" in text and newer.name == latest_checkpoint(folder).name
+
     def test_lists_checkpoints_and_outputs(self, checkpoint_dir, tmp_path):
         (tmp_path / "out").mkdir()
         (tmp_path / "out" / "plot.png").write_bytes(b"x" * 10)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import pytest
 import torch
 
 from utils.training import TrainConfig, evaluate, train
+from utils.training.engine.checkpoint import save_checkpoint
 from utils.training.engine.errors import CheckpointSaveError
 from utils.training.engine.naming import parse_checkpoint_filename
 
@@ -35,6 +38,30 @@ class TestTrain:
         assert run.best_checkpoint == min(
             run.checkpoints, key=lambda p: run.val_losses[run.checkpoints.index(p)]
         )
+
+    def test_best_checkpoint_is_this_runs_not_the_folders(self, setup, tmp_path):
+        foreign = save_checkpoint(
+            tmp_path, setup.model, None, epoch=0, global_step=1, retention=None,
+            metrics={"train_loss": 0.01, "val_loss": 0.01, "learning_rate": 1e-3},
+        )  # fmt: skip
+        run = train(*setup.args(tmp_path), progress=False)
+        assert foreign.exists() and run.best_checkpoint != foreign
+        assert run.best_checkpoint == run.checkpoints[run.val_losses.index(run.best_val_loss)]
+
+    def test_best_checkpoint_is_none_when_this_run_kept_no_file(self, setup, tmp_path, monkeypatch):
+        save_checkpoint(tmp_path, setup.model, None, epoch=0, global_step=1, metrics={"val_loss": 0.01})
+        monkeypatch.setattr("utils.training.loop.save_checkpoint", _failing_save)
+        assert train(*setup.args(tmp_path), progress=False).best_checkpoint is None
+
+    def test_dataclass_model_config_without_to_dict_is_stored(self, setup, tmp_path):
+        run = train(*setup.args(tmp_path), progress=False, model_config=_PlainConfig())
+        assert torch.load(run.checkpoints[-1], weights_only=True)["config"]["model"] == {"n_layer": 2}
+
+    def test_unusable_model_config_is_rejected(self, setup, tmp_path):
+        with pytest.raises(
+            TypeError, match="model_config must be a GPTConfig, a dataclass or a mapping, got int"
+        ):
+            train(*setup.args(tmp_path), progress=False, model_config=42)
 
     def test_mid_epoch_checkpoints(self, tmp_path, make_setup):
         s = make_setup(save_every_steps=2)
@@ -88,6 +115,11 @@ class TestTrain:
         (tmp_path / "file").write_text("x")
         with pytest.raises(CheckpointSaveError, match="cannot create the checkpoint folder"):
             train(*setup.args(tmp_path / "file" / "ckpt"), progress=False)
+
+
+@dataclass
+class _PlainConfig:
+    n_layer: int = 2
 
 
 def _failing_save(folder, *args, **kwargs):

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from utils.notebook.planning import format_bytes
 from utils.training.engine.errors import CheckpointSaveError
-from utils.training.engine.recovery import scan_checkpoints
+from utils.training.engine.recovery import newest, scan_checkpoints
 
 __all__ = ["FolderReport", "check_checkpoint_folder"]
 
@@ -89,7 +89,7 @@ def check_checkpoint_folder(checkpoint_dir: str | os.PathLike, resume: str = "no
         )
         return FolderReport(folder, False, False, 0, 0, None, problems=[problem])
     scan = scan_checkpoints(folder)
-    latest = max(scan.checkpoints, key=lambda c: c.global_step or -1, default=None)
+    latest = newest(scan.checkpoints)  # the file RESUME = "latest" picks
     report = FolderReport(
         path=folder,
         created=created,

@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 
+from utils.training.engine.prefixes import unwrap_model
 from utils.training.loop import evaluate
 
 __all__ = [
@@ -101,15 +102,20 @@ def evaluate_model(
     *,
     recorded_val_loss: float | None = None,
     untrained_loss: float | None = None,
+    amp_dtype: torch.dtype | None = None,
 ) -> Evaluation:
     """Mean validation loss of ``model`` over ``val_batches`` (no randomness, mode restored).
+
+    Args:
+        amp_dtype: the autocast dtype training evaluated under (Cell 20's ``amp_dtype``); the
+            recorded val_loss is only comparable when the same precision is used here.
 
     Raises:
         ValueError: no validation batches.
     """
-    loss = evaluate(model, list(val_batches))
+    loss = evaluate(model, list(val_batches), amp_dtype=amp_dtype)
     tokens = sum(int(y.numel()) for _, y in val_batches)
-    vocab = model.config.vocab_size if hasattr(model, "config") else model._orig_mod.config.vocab_size
+    vocab = unwrap_model(model).config.vocab_size  # a compiled or wrapped model has no .config itself
     return Evaluation(loss, tokens, vocab, recorded_val_loss, untrained_loss)
 
 
@@ -117,7 +123,8 @@ def evaluate_session_model(namespace: Mapping[str, Any]) -> Evaluation:
     """Evaluate the session's ``model`` on ``val_batches``, against the recorded and untrained losses.
 
     The recorded loss is the one of the checkpoint Cell 34 loaded (``load_report``),
-    else Cell 35's ``best_val_loss``; the untrained loss is Cell 16's.
+    else Cell 35's ``best_val_loss``; the untrained loss is Cell 16's. The loss is computed
+    under Cell 20's ``amp_dtype`` (when set), as training computed the recorded one.
 
     Raises:
         NameError: ``model`` or ``val_batches`` is missing (run Cells 12 and 13).
@@ -134,6 +141,7 @@ def evaluate_session_model(namespace: Mapping[str, Any]) -> Evaluation:
         namespace["val_batches"],
         recorded_val_loss=recorded,
         untrained_loss=namespace.get("untrained_loss"),
+        amp_dtype=namespace.get("amp_dtype"),
     )
 
 

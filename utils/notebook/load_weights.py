@@ -36,6 +36,7 @@ from utils.training.engine.panels import (
 )
 from utils.training.engine.prefixes import unwrap_model
 from utils.training.engine.recovery import CheckpointInfo, scan_checkpoints
+from utils.training.loop import evaluate
 
 __all__ = ["Selection", "choose_checkpoint", "resolve_checkpoint_dir", "load_weights_cell"]
 
@@ -98,15 +99,9 @@ def _next_candidate(selection: Selection, checkpoints: list[CheckpointInfo]) -> 
     return next((info.name for i, info in enumerate(checkpoints) if i != selection.index), None)
 
 
-@torch.no_grad()
-def _validation_loss(model: torch.nn.Module, val_batches: Any) -> float | None:
-    """Loss on the first validation batch: evidence that the weights are trained, not random."""
-    if not val_batches:
-        return None
-    x, y = val_batches[0]
-    device = next(model.parameters()).device
-    _, loss = model(x.to(device), y.to(device))  # the model is in eval mode after loading
-    return float(loss)
+def _validation_loss(model: torch.nn.Module, val_batches: Any, amp_dtype: torch.dtype | None) -> float | None:
+    """Loss on the first validation batch, in training's precision: evidence the weights are trained."""
+    return evaluate(model, list(val_batches[:1]), amp_dtype=amp_dtype) if val_batches else None
 
 
 def load_weights_cell(
@@ -122,8 +117,8 @@ def load_weights_cell(
 
     Args:
         namespace: the notebook's ``globals()``: ``model`` is read from it (and loaded
-            in place), ``results`` (Cell 33), ``CHECKPOINT_DIR``, ``device`` and
-            ``val_batches`` are used when present.
+            in place), ``results`` (Cell 33), ``CHECKPOINT_DIR``, ``device``,
+            ``val_batches`` and ``amp_dtype`` (Cell 20) are used when present.
         checkpoint_dir: the folder to list; default Cell 33's folder, then CHECKPOINT_DIR.
         manual_path: the manual override (the cell's commented line, once uncommented).
         trust_pickle: allow a file that needs arbitrary unpickling (trusted files only).
@@ -157,7 +152,7 @@ def load_weights_cell(
     except (ValueError, RuntimeError) as error:  # DEVICE='cuda' without a GPU; CUDA out of memory
         out(render_device_failure(error, target))
         return None
-    loss = _validation_loss(model, namespace.get("val_batches"))
+    loss = _validation_loss(model, namespace.get("val_batches"), namespace.get("amp_dtype"))
     vocab = getattr(getattr(unwrap_model(model), "config", None), "vocab_size", None)
     out(render_load_report(report, validation_loss=loss, vocab_size=vocab))
     return report

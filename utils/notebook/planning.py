@@ -6,7 +6,6 @@ it take, and will the checkpoints fill the disk.
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass
 
@@ -30,6 +29,8 @@ __all__ = [
 
 # AdamW keeps two float32 moments per parameter.
 ADAM_STATES = 2
+# The speed probe times forward + backward only; the optimizer step and evaluation add ~20%.
+STEP_OVERHEAD = 1.2
 
 
 def format_bytes(n: float) -> str:
@@ -136,8 +137,7 @@ class Throughput:
     tokens_per_second: float
 
     def lines(self, steps_per_epoch: int) -> list[str]:
-        # forward+backward only; the optimizer step and evaluation add ~20%
-        epoch = format_duration(1.2 * self.seconds_per_step * steps_per_epoch)
+        epoch = format_duration(STEP_OVERHEAD * self.seconds_per_step * steps_per_epoch)
         return [
             f"⚡ {self.seconds_per_step * 1000:.1f} ms per step, {self.tokens_per_second:,.0f} tokens/s",
             f"   one epoch ({steps_per_epoch} steps): ~{epoch}",
@@ -178,10 +178,12 @@ class TrainingPlan:
     end_epoch: int  # this session stops after this epoch (EPOCHS_THIS_SESSION)
     batches_per_epoch: int
     save_every_steps: int
+    saves: int  # checkpoints this session writes (TrainConfig.planned_saves: the loop's own rule)
     checkpoint_bytes: int
     kept_checkpoints: int
     free_disk: int
     seconds_per_step: float | None
+    start_batch: int = 0  # batches of start_epoch already trained (a mid-epoch resume)
 
     @property
     def total_steps(self) -> int:
@@ -189,15 +191,7 @@ class TrainingPlan:
 
     @property
     def steps_to_run(self) -> int:
-        return max(0, self.end_epoch - self.start_epoch) * self.batches_per_epoch
-
-    @property
-    def saves(self) -> int:
-        """Checkpoints this session writes: one per epoch, plus the mid-epoch ones."""
-        per_epoch = 1
-        if self.save_every_steps > 0:
-            per_epoch += math.ceil(self.batches_per_epoch / self.save_every_steps) - 1
-        return max(0, self.end_epoch - self.start_epoch) * per_epoch
+        return max(0, (self.end_epoch - self.start_epoch) * self.batches_per_epoch - self.start_batch)
 
     @property
     def disk_needed(self) -> int:
@@ -219,8 +213,7 @@ class TrainingPlan:
             f"at the peak, {format_bytes(self.free_disk)} free",
         ]
         if self.seconds_per_step is not None:
-            # forward+backward only; the optimizer step and evaluation add ~20%
-            eta = 1.2 * self.seconds_per_step * self.steps_to_run
+            eta = STEP_OVERHEAD * self.seconds_per_step * self.steps_to_run
             lines.append(f"⏱️  Estimated time: {format_duration(eta)}")
         if self.steps_to_run == 0:
             lines.append("ℹ️  Nothing to train: the run already reached EPOCHS. Raise EPOCHS to continue it.")
@@ -235,7 +228,7 @@ def plan_training(
     train_config,
     *,
     batches_per_epoch: int,
-    start_epoch: int = 0,
+    resume_state=None,
     checkpoint_bytes: int,
     free_disk: int,
     seconds_per_step: float | None = None,
@@ -243,29 +236,42 @@ def plan_training(
     """Assemble the plan that Cell 26 prints (see :class:`TrainingPlan`).
 
     Args:
-        train_config: the TrainConfig (epochs, stop_after_epochs, save_every_steps, keep_best, keep_last).
+        train_config: the TrainConfig; its ``last_epoch`` and ``planned_saves`` are the
+            training loop's own rules, so the plan counts exactly the checkpoints train() writes.
         batches_per_epoch: len(train_batches).
-        start_epoch: the first epoch to train (0-based; from the resume state).
+        resume_state: Cell 25's ResumeState (None: a fresh start); its epoch, batch and
+            global step are where this session starts.
 
     Raises:
         ValueError: batches_per_epoch < 1.
     """
     if batches_per_epoch < 1:
         raise ValueError(f"batches_per_epoch must be >= 1, got {batches_per_epoch}")
-    epochs = train_config.epochs
-    stop = train_config.stop_after_epochs
-    end_epoch = min(epochs, start_epoch + stop) if stop else epochs
+    start_epoch, start_batch, start_step = _start_of(resume_state, batches_per_epoch)
+    saves = train_config.planned_saves(
+        batches_per_epoch, start_epoch=start_epoch, start_batch=start_batch, start_step=start_step
+    )
     return TrainingPlan(
-        epochs=epochs,
+        epochs=train_config.epochs,
         start_epoch=start_epoch,
-        end_epoch=max(end_epoch, start_epoch),
+        end_epoch=train_config.last_epoch(start_epoch),
         batches_per_epoch=batches_per_epoch,
         save_every_steps=train_config.save_every_steps,
+        saves=saves,
+        start_batch=start_batch,
         checkpoint_bytes=checkpoint_bytes,
         kept_checkpoints=train_config.keep_best + train_config.keep_last,
         free_disk=free_disk,
         seconds_per_step=seconds_per_step,
     )
+
+
+def _start_of(resume_state, batches_per_epoch: int) -> tuple[int, int, int]:
+    """(epoch, batch in that epoch, global step) where the session starts, as train() reads them."""
+    if resume_state is None:
+        return 0, 0, 0
+    batch = min(resume_state.batch_in_epoch, batches_per_epoch)
+    return resume_state.epoch, batch, resume_state.global_step
 
 
 def retention_lines(keep_best: int, keep_last: int) -> list[str]:

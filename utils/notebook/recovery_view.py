@@ -9,7 +9,7 @@ from typing import Any
 from utils.notebook.plots import plot_training_curves, show_png
 from utils.training.engine.errors import CheckpointError
 from utils.training.engine.metadata import read_checkpoint_metadata
-from utils.training.engine.recovery import format_checkpoint_table, recover_training_results, scan_checkpoints
+from utils.training.engine.recovery import format_checkpoint_table, results_from_scan, scan_checkpoints
 
 __all__ = ["preview_resume", "checkpoint_recovery", "CURVES_PNG"]
 
@@ -63,7 +63,7 @@ def checkpoint_recovery(checkpoint_dir: str | os.PathLike, output_dir: str | os.
     print(f"📂 Checkpoint folder: {checkpoint_dir}  ({len(scan.checkpoints)} valid, best val_loss first)\n")
     print(format_checkpoint_table(scan.checkpoints, scan.skipped))
     try:
-        results = recover_training_results(checkpoint_dir)
+        results = results_from_scan(scan, checkpoint_dir)  # the listing above, not a second scan
     except CheckpointError as error:
         print(f"\n❌ {error}")
         return None

@@ -7,13 +7,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from utils.notebook.model_views import schedule_preview
 from utils.notebook.planning import format_bytes, format_duration
 from utils.notebook.plots import plot_dashboard
+from utils.training.engine.errors import CheckpointError
 from utils.training.engine.format import STEP_LOSSES_KEY
-from utils.training.engine.recovery import recover_training_results, scan_checkpoints
+from utils.training.engine.reading import read_checkpoint_file
+from utils.training.engine.recovery import newest, recover_training_results, scan_checkpoints
 
 __all__ = ["training_summary", "step_losses_of", "build_dashboard", "final_summary", "DASHBOARD_PNG"]
 
@@ -30,8 +30,8 @@ def training_summary(run) -> list[str]:
         lines.append(f"🔁 Resumed from {Path(run.resumed_from).name}")
     if run.best_val_loss is not None:
         lines.append(f"🏆 Best val_loss: {run.best_val_loss:.4f}")
-    if run.best_checkpoint:
-        lines.append(f"💾 Best checkpoint: {run.best_checkpoint}")
+    if run.best_checkpoint:  # the best file this session wrote, not the folder's (another run's) best
+        lines.append(f"💾 Best checkpoint written this session: {run.best_checkpoint}")
     lines.append(f"💾 Checkpoints written this session: {len(run.checkpoints)}")
     if run.stop_reason:
         lines.append(f'⏹  Stopped early: {run.stop_reason} (set RESUME = "latest" to continue)')
@@ -40,12 +40,17 @@ def training_summary(run) -> list[str]:
 
 
 def step_losses_of(checkpoint_path: str | os.PathLike | None) -> list[float]:
-    """The per-step training losses stored in a checkpoint (memory-mapped: the weights are not read)."""
+    """The per-step training losses stored in a checkpoint (memory-mapped: the weights are not read).
+
+    A file that cannot be read gives no losses and one printed line saying why: the
+    dashboard then shows the per-epoch curves without the per-step one.
+    """
     if not checkpoint_path:
         return []
     try:
-        obj = torch.load(checkpoint_path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception:  # a legacy or damaged file: the dashboard just has no step curve
+        obj = read_checkpoint_file(checkpoint_path).obj
+    except CheckpointError as error:
+        print(f"⚠️  No per-step loss curve: {Path(checkpoint_path).name} cannot be read ({error.problem})")
         return []
     losses = obj.get(STEP_LOSSES_KEY) if isinstance(obj, dict) else None
     return [float(v) for v in losses.tolist()] if losses is not None else []
@@ -95,7 +100,7 @@ def final_summary(
     ]
     if scan.checkpoints:
         best = scan.checkpoints[0]
-        latest = max(scan.checkpoints, key=lambda c: c.global_step or -1)
+        latest = newest(scan.checkpoints)  # the file RESUME = "latest" picks
         lines.append(
             f"   🏆 best:   {best.name} (val_loss {best.val_loss:.4f})"
             if best.val_loss is not None

@@ -14,8 +14,9 @@ lists it; ``TrainConfig.stop_on_save_error=True`` stops instead.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import torch
@@ -25,6 +26,7 @@ from utils.training import progress as _progress
 from utils.training.engine.checkpoint import RetentionPolicy, save_checkpoint
 from utils.training.engine.errors import CheckpointSaveError
 from utils.training.engine.prefixes import unwrap_model
+from utils.training.engine.state_dict_diff import model_config_dict
 from utils.training.precision import build_grad_scaler, resolve_device, resolve_precision
 from utils.training.resume import ResumeState, describe_changes
 from utils.training.rng import capture_rng_state
@@ -49,6 +51,7 @@ class _Session:
     stored_config: dict[str, Any]
     run: TrainingRun
     progress: bool
+    written_val_losses: dict[Path, float | None] = field(default_factory=dict)  # this run's files
 
 
 def evaluate(
@@ -117,10 +120,9 @@ def train(
             with ``stop_on_save_error=True`` is reported in the result, not raised.
     """
     session = _open_session(
-        model, optimizer, scheduler, train_batches, val_batches, config, checkpoint_dir, scaler, resume_state
-    )
-    session.progress = progress
-    session.stored_config["model"] = _model_config_dict(model, model_config)
+        model, optimizer, scheduler, train_batches, val_batches, config, checkpoint_dir,
+        scaler=scaler, resume=resume_state, progress=progress, model_config=model_config,
+    )  # fmt: skip
     state = _Position.start(resume_state, train_batches)
     run = session.run
     run.resumed_from = resume_state.checkpoint_path if resume_state else None
@@ -140,7 +142,10 @@ def train(
     return run
 
 
-def _open_session(model, optimizer, scheduler, batches, val_batches, config, checkpoint_dir, scaler, resume):
+def _open_session(
+    model, optimizer, scheduler, batches, val_batches, config, checkpoint_dir, *, scaler, resume, progress,
+    model_config,
+):  # fmt: skip
     if not isinstance(config, TrainConfig):
         raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
     if batches.batch_size != config.batch_size:
@@ -161,9 +166,9 @@ def _open_session(model, optimizer, scheduler, batches, val_batches, config, che
     for line in describe_changes(resume, config, batches, scheduler) if resume else []:
         print(f"⚠️  {line}")
     run = TrainingRun(history=[], step_losses=[])
-    stored = {"training": asdict(config)}
+    stored = {"training": asdict(config), "model": _model_config_dict(model, model_config)}
     return _Session(
-        model, optimizer, scheduler, scaler, amp_dtype, device, config, folder, batches, stored, run, True
+        model, optimizer, scheduler, scaler, amp_dtype, device, config, folder, batches, stored, run, progress
     )
 
 
@@ -192,10 +197,15 @@ def _move_to(model: torch.nn.Module, optimizer: torch.optim.Optimizer, device: t
 
 
 def _model_config_dict(model: torch.nn.Module, model_config: Any) -> dict[str, Any]:
-    config = model_config if model_config is not None else getattr(unwrap_model(model), "config", None)
-    if config is None:
-        return {}
-    return config.to_dict() if hasattr(config, "to_dict") else dict(config)
+    """The model config stored in checkpoints; {} for a model without one (Cell 34 then cannot rebuild it)."""
+    if model_config is None:
+        return model_config_dict(unwrap_model(model)) or {}
+    converted = model_config_dict(SimpleNamespace(config=model_config))  # the engine's one conversion rule
+    if converted is None:
+        raise TypeError(
+            f"model_config must be a GPTConfig, a dataclass or a mapping, got {type(model_config).__name__}"
+        )
+    return converted
 
 
 def _last_epoch(config: TrainConfig, first_epoch: int) -> int:
@@ -204,9 +214,7 @@ def _last_epoch(config: TrainConfig, first_epoch: int) -> int:
             f"Nothing to train: the checkpoint already completed {first_epoch} epoch(s) and EPOCHS="
             f"{config.epochs}. Raise EPOCHS to train further."
         )
-    if config.stop_after_epochs is None:
-        return config.epochs
-    return min(config.epochs, first_epoch + config.stop_after_epochs)
+    return config.last_epoch(first_epoch)
 
 
 @dataclass
@@ -250,7 +258,7 @@ def _run_epoch(session: _Session, state: _Position, val_batches: list[Batch], ep
         if bar is not None:
             bar.set_postfix_str(f"loss {loss:.4f}", refresh=False)
             bar.update(1)
-        if _mid_epoch_save_due(session, state, index):
+        if session.config.mid_epoch_save_due(state.global_step, index + 1, session.batches.batches_per_epoch):
             metrics = _metrics(state.step_losses[epoch_start:], None, learning_rate)
             saved_mid_epoch.append(_save(session, state, epoch, index + 1, metrics, bar))
             if session.run.stop_reason:
@@ -264,13 +272,6 @@ def _run_epoch(session: _Session, state: _Position, val_batches: list[Batch], ep
         _end_epoch(
             session, state, val_batches, epoch, _metrics(state.step_losses[epoch_start:], None, learning_rate)
         )
-
-
-def _mid_epoch_save_due(session: _Session, state: _Position, index: int) -> bool:
-    """Every save_every_steps steps, except on an epoch's last batch (the epoch-end save covers it)."""
-    every = session.config.save_every_steps
-    last = index + 1 == session.batches.batches_per_epoch
-    return bool(every) and state.global_step % every == 0 and not last
 
 
 def _end_epoch(session: _Session, state: _Position, val_batches: list[Batch], epoch: int, metrics) -> None:
@@ -341,6 +342,7 @@ def _save(session: _Session, state: _Position, epoch: int, batch_in_epoch: int, 
             session.run.stop_reason = f"checkpoint save failed at {where}"
         return None
     session.run.checkpoints.append(path)
+    session.written_val_losses[path] = metrics.get("val_loss")
     return path
 
 
@@ -357,16 +359,21 @@ def _finish(session: _Session, state: _Position) -> None:
     run = session.run
     run.history, run.step_losses, run.global_step = state.history, state.step_losses, state.global_step
     run.best_val_loss = state.best_val_loss
-    run.best_checkpoint = _best_on_disk(session.checkpoint_dir)
+    run.best_checkpoint = _best_written(session)
     if run.stop_reason:
         print(f"⏹  Training stopped: {run.stop_reason}. Resume with RESUME='latest'.")
     if run.save_failures:
         print(f"⚠️  {len(run.save_failures)} checkpoint save(s) failed; see the warnings above.")
 
 
-def _best_on_disk(folder: Path) -> Path | None:
-    """The best checkpoint the folder holds now (retention may have removed files this run wrote)."""
-    from utils.training.engine.recovery import list_checkpoints
+def _best_written(session: _Session) -> Path | None:
+    """The lowest-val_loss checkpoint this run wrote that still exists (retention may have removed some).
 
-    listed = list_checkpoints(folder, on_skip=None)  # a skipped file is not this run's concern
-    return listed[0].path if listed else None
+    Not the folder's best: that may be another run's file, with a loss this run never reached.
+    """
+    kept = [
+        (val_loss, -order, path)
+        for order, (path, val_loss) in enumerate(session.written_val_losses.items())
+        if val_loss is not None and path.exists()
+    ]
+    return min(kept)[2] if kept else None  # ties: the newest, as in the checkpoint listing

@@ -50,6 +50,50 @@ class TrainConfig:
         if self.mixed_precision not in PRECISIONS:
             raise ValueError(f"TrainConfig.mixed_precision must be one of {PRECISIONS}")
 
+    # The save rule lives here, used by the training loop and by the notebook's plan (Cell 26),
+    # so the number of checkpoints the plan announces is the number the loop writes.
+
+    def last_epoch(self, first_epoch: int) -> int:
+        """The epoch index this session stops before: ``epochs``, or earlier with ``stop_after_epochs``."""
+        if self.stop_after_epochs is None:
+            return max(first_epoch, self.epochs)
+        return max(first_epoch, min(self.epochs, first_epoch + self.stop_after_epochs))
+
+    def mid_epoch_save_due(self, global_step: int, batch_in_epoch: int, batches_per_epoch: int) -> bool:
+        """Whether the step that just finished gets a mid-epoch checkpoint.
+
+        Every ``save_every_steps`` optimizer steps, counted across the whole run (not per
+        epoch, so the cadence survives a resume), except on an epoch's last batch: the
+        epoch-end checkpoint, written right after, covers that step.
+
+        Args:
+            global_step: optimizer steps so far, this one included.
+            batch_in_epoch: batches of this epoch trained so far, this one included.
+            batches_per_epoch: batches in one epoch.
+        """
+        every = self.save_every_steps
+        return bool(every) and global_step % every == 0 and batch_in_epoch < batches_per_epoch
+
+    def planned_saves(
+        self, batches_per_epoch: int, *, start_epoch: int = 0, start_batch: int = 0, start_step: int = 0
+    ) -> int:
+        """Checkpoints one session writes from the given position (none failing): mid-epoch and epoch-end.
+
+        Args:
+            batches_per_epoch: batches in one epoch.
+            start_epoch, start_batch, start_step: where the session starts (a resume's position).
+        """
+        if not self.save_every_steps:
+            return len(range(start_epoch, self.last_epoch(start_epoch)))
+        saves, step = 0, start_step
+        for epoch in range(start_epoch, self.last_epoch(start_epoch)):
+            first = min(start_batch, batches_per_epoch) if epoch == start_epoch else 0
+            for done in range(first + 1, batches_per_epoch + 1):
+                step += 1
+                saves += self.mid_epoch_save_due(step, done, batches_per_epoch)
+            saves += 1  # the epoch-end checkpoint
+        return saves
+
 
 @dataclass
 class TrainingRun:
