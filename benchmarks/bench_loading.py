@@ -11,8 +11,8 @@ already in the page cache, the median of several runs:
 * ours        -- ``load_model_weights(..., verify=False)`` and ``verify=True``.
 * floor       -- the least any loader can do: ``torch.load(mmap=True)`` + copying the weights
                  into the model; its copy alone is printed too.
-* cell34      -- the whole of Cell 34 (``load_weights_cell``: listing, selection, load with
-                 verification, panels) against ``load_model_weights(verify=False)`` in the same
+* cell34      -- the whole of Cell 34 (``load_weights_cell``: listing, selection, CRC-32 check of
+                 the weights, load with verification, panels) against ``load_model_weights(verify=False)`` in the same
                  process: the difference is what the cell adds around the load.
 
 Peak private memory is the largest ``RssAnon`` (``/proc/self/status``) seen
@@ -259,7 +259,7 @@ def report_results(results: dict, params: int, file_mb: float, repeats: int, qui
     print(f"render panels: {results['ours_verify']['render_s'] * 1000:.2f} ms")
     rest = results["cell34"]["rest_s"]
     print(
-        f"rest of Cell 34 (listing, selection, verification, panels): {rest:.3f} s "
+        f"rest of Cell 34 (listing, selection, checksums, verification, panels): {rest:.3f} s "
         f"(target < 0.5 s) {_verdict(rest < 0.5, quick)}"
     )
 

@@ -29,7 +29,7 @@ class TestBenchLoadingQuick:
             "ratio vs floor [ours_verify]:",
             "extra peak private MB [ours_verify]:",
             "render panels:",
-            "rest of Cell 34 (listing, selection, verification, panels):",
+            "rest of Cell 34 (listing, selection, checksums, verification, panels):",
         ):
             assert line in done.stdout
         assert not (tmp_path / "quick.pt").exists()  # the file it wrote is removed

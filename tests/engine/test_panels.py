@@ -141,6 +141,20 @@ class TestRenderLoadReport:
             "NEXT STEPS",
         ]
 
+    @pytest.mark.parametrize(
+        "checked, line",
+        [
+            (True, "🔒 Checksums: the weights' bytes match the CRC-32s stored when the file was saved"),
+            (False, "🔒 Checksums: none in this file (pre-zip legacy format), not compared"),
+            (None, None),
+        ],
+    )
+    def test_the_checksum_line_says_what_was_compared(self, checked, line):
+        report = _gpt2_report()
+        report.integrity_checked = checked
+        checksum_lines = [x for x in render_load_report(report).splitlines() if x.startswith("🔒")]
+        assert checksum_lines == ([line] if line else [])
+
     def test_loading_and_checkpoint_info_match_the_design(self):
         text = render_load_report(_gpt2_report())
         assert _block(text, "LOADING MODEL WEIGHTS") == [

@@ -138,6 +138,18 @@ class TestLoadWeightsCell:
         assert report is None
         assert broken.name in text and f"Load the next valid checkpoint: {listing[0].name}" in text
 
+    def test_damaged_weights_are_caught_by_their_checksums(self, checkpoint_dir, tiny_model):
+        listing = list_checkpoints(checkpoint_dir)
+        data = bytearray(listing[0].path.read_bytes())
+        weight = torch.load(listing[0].path, weights_only=True)["model_state_dict"]["transformer.wpe.weight"]
+        data[data.find(weight.numpy().tobytes()) + 100] ^= 0xFF  # still loads with torch.load
+        listing[0].path.write_bytes(bytes(data))
+        before = _state(tiny_model)
+        report, text = _run({"model": tiny_model, "CHECKPOINT_DIR": str(checkpoint_dir)})
+        assert report is None and "CRC-32" in text and "transformer.wpe.weight" in text
+        assert f"Load the next valid checkpoint: {listing[1].name}" in text and "Traceback" not in text
+        assert all(torch.equal(before[k], v) for k, v in tiny_model.state_dict().items())
+
     def test_missing_cell_33_file_names_the_next_candidate(self, checkpoint_dir, tiny_model):
         namespace = {"model": tiny_model, "CHECKPOINT_DIR": str(checkpoint_dir),
                      "results": {"checkpoint_path": str(checkpoint_dir / "gone.pt")}}  # fmt: skip

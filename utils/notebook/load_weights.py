@@ -110,6 +110,7 @@ def load_weights_cell(
     checkpoint_dir: str | os.PathLike | None = None,
     manual_path: str | os.PathLike | None = None,
     trust_pickle: bool = False,
+    check_integrity: bool = True,
     device: str | torch.device | None = None,
     out: Callable[[str], None] = print,
 ) -> LoadReport | None:
@@ -122,6 +123,8 @@ def load_weights_cell(
         checkpoint_dir: the folder to list; default Cell 33's folder, then CHECKPOINT_DIR.
         manual_path: the manual override (the cell's commented line, once uncommented).
         trust_pickle: allow a file that needs arbitrary unpickling (trusted files only).
+        check_integrity: compare the weights' bytes with the file's CRC-32s before loading
+            (about one more read of the weights; catches damage torch.load lets through).
         device: where the model goes; default the notebook's ``device``, else CUDA when available.
         out: where the panels go (print).
 
@@ -145,7 +148,9 @@ def load_weights_cell(
     out(render_selection(selection.path.name, selection.method))
     target = device if device is not None else namespace.get("device")
     try:
-        report = load_model_weights(model, selection.path, target, trust_pickle=trust_pickle)
+        report = load_model_weights(
+            model, selection.path, target, trust_pickle=trust_pickle, check_integrity=check_integrity
+        )
     except CheckpointError as error:
         out(render_load_error(error, _next_candidate(selection, scan.checkpoints)))
         return None

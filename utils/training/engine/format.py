@@ -215,9 +215,12 @@ def checkpoint_kind(obj: Any, tensor_type: type = torch.Tensor) -> str | None:
     return None
 
 
-def model_state_of(obj: Any) -> Mapping[str, torch.Tensor] | None:
-    """The weights inside a loaded checkpoint of any kind; ``None`` when there are none."""
-    kind = checkpoint_kind(obj)
+def model_state_of(obj: Any, tensor_type: type = torch.Tensor) -> Mapping[str, torch.Tensor] | None:
+    """The weights inside a loaded checkpoint of any kind; ``None`` when there are none.
+
+    ``tensor_type`` as for :func:`checkpoint_kind`.
+    """
+    kind = checkpoint_kind(obj, tensor_type)
     if kind is None:
         return None
     return obj if kind == "bare" else obj[MODEL_STATE_KEY]

@@ -36,7 +36,8 @@ import torch
 from utils.training.precision import resolve_device
 
 from . import format as fmt
-from .errors import NotACheckpointError
+from .errors import CorruptCheckpointError, NotACheckpointError
+from .integrity import damaged_weight_records
 from .matching import match_names, mismatch_error
 from .metadata import normalise_metadata
 from .prefixes import unwrap_model
@@ -71,6 +72,9 @@ class LoadReport:
     dtype_conversions: list[tuple[str, str, str]] = field(default_factory=list)
     nonfinite_tensors: list[str] = field(default_factory=list)
     verified: bool | None = None
+    integrity_checked: bool | None = (
+        None  # CRC-32s compared (True), none in the file (False), not asked (None)
+    )
     tensors_loaded: int = 0
     total_params: int = 0
     trainable_params: int = 0
@@ -95,6 +99,7 @@ def load_model_weights(
     *,
     trust_pickle: bool = False,
     verify: bool = True,
+    check_integrity: bool = False,
 ) -> LoadReport:
     """Load a checkpoint's weights into ``model``, move it to ``device`` and set eval mode.
 
@@ -104,6 +109,9 @@ def load_model_weights(
         device: where the model ends up; default CUDA when available, else CPU.
         trust_pickle: opt in to arbitrary unpickling for a file you trust (runs code from the file).
         verify: compare every loaded tensor bit-for-bit with the file afterwards.
+        check_integrity: before copying, re-read the weights' bytes and compare them with the
+            CRC-32 checksums the file stores (catches damage that ``torch.load`` lets through;
+            about one more read of the weights, never of the optimizer state).
 
     Returns:
         A ``LoadReport``.
@@ -119,7 +127,7 @@ def load_model_weights(
     start = time.perf_counter()
     target = resolve_device("auto" if device is None else str(device))
     with _gc_paused():
-        return _load(model, Path(checkpoint_path), target, trust_pickle, verify, start)
+        return _load(model, Path(checkpoint_path), target, trust_pickle, verify, check_integrity, start)
 
 
 @contextlib.contextmanager
@@ -137,7 +145,13 @@ def _gc_paused() -> Iterator[None]:
 
 
 def _load(
-    model: torch.nn.Module, path: Path, target: torch.device, trust_pickle: bool, verify: bool, start: float
+    model: torch.nn.Module,
+    path: Path,
+    target: torch.device,
+    trust_pickle: bool,
+    verify: bool,
+    check_integrity: bool,
+    start: float,
 ) -> LoadReport:
     loaded = read_checkpoint_file(path, trust_pickle=trust_pickle)
     obj, kind, raw = _checkpoint_object(loaded.obj, path)
@@ -147,6 +161,7 @@ def _load(
     model_sd = base.state_dict()
     weights, stripped, diff = match_names(raw, model_sd)
     pairs = _pair_tensors(path, weights, model_sd, diff, meta["config"], base)
+    integrity = _check_integrity(path) if check_integrity else None
     moved = any(pair.target.device != target for pair in pairs)
     _copy_into(pairs)
     model.to(target)
@@ -155,11 +170,30 @@ def _load(
     report.stripped_prefixes, report.model_was_wrapped = stripped, base is not model
     report.dtype_conversions, report.tensors_loaded = diff.dtype_conversions, len(pairs)
     report.warnings.extend(loaded.warnings)
+    report.integrity_checked = integrity
     # After a move to another device the model holds new tensors: look them up once more.
     current = base.state_dict() if moved else model_sd
     _check_after_load(report, [(pair.name, current[pair.name], pair.source) for pair in pairs], verify)
     report.elapsed_s = time.perf_counter() - start
     return report
+
+
+def _check_integrity(path: Path) -> bool:
+    """Compare the weights' bytes with the file's CRC-32s; raise before the model is touched.
+
+    Returns:
+        True when the checksums were compared, False when the file has none (legacy format).
+    """
+    damaged = damaged_weight_records(path)
+    if damaged:
+        raise CorruptCheckpointError(
+            path,
+            f"is damaged: {_tensors(len(damaged))} fail the file's own CRC-32 checksum ({_names(damaged)}); "
+            "the bytes changed after the file was written (a disk or sync error)",
+            expected="weights whose bytes match the checksums stored when the checkpoint was saved",
+            fix="load another checkpoint (Cell 34 names the next valid one); this file cannot be repaired",
+        )
+    return damaged is not None
 
 
 def _checkpoint_object(obj: Any, path: Path) -> tuple[Any, str, Mapping[str, Any]]:

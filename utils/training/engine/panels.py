@@ -218,6 +218,12 @@ def _verification_section(report: Any, validation_loss: float | None, vocab_size
         )
     else:
         lines.append("❌ Some tensors differ from the file after loading (see the warnings below)")
+    if report.integrity_checked is not None:
+        lines.append(
+            "🔒 Checksums: the weights' bytes match the CRC-32s stored when the file was saved"
+            if report.integrity_checked
+            else "🔒 Checksums: none in this file (pre-zip legacy format), not compared"
+        )
     stripped = ", ".join(repr(p) for p in report.stripped_prefixes) or "none"
     lines.append(f"✂️  Wrapper prefixes stripped: {stripped}")
     if report.model_was_wrapped:
