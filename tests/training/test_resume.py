@@ -11,6 +11,7 @@ from utils.training.engine.checkpoint import save_checkpoint
 from utils.training.engine.errors import (
     ArchitectureMismatchError,
     CheckpointNotFoundError,
+    CorruptCheckpointError,
     NoCheckpointsError,
     NotACheckpointError,
     ResumeError,
@@ -193,6 +194,23 @@ class TestRestoreTrainingState:
         assert all(torch.equal(weights[k], v) for k, v in s.model.state_dict().items())
         assert s.optimizer.state_dict() == optimizer and s.scheduler.state_dict() == scheduler
         assert torch.equal(torch.get_rng_state(), generator)
+
+    def test_weights_damaged_after_the_save_are_refused_before_anything_changes(
+        self, finished, make_setup, tmp_path
+    ):
+        run, _ = finished
+        data = bytearray(run.checkpoints[3].read_bytes())
+        weight = torch.load(run.checkpoints[3], weights_only=True)["model_state_dict"][
+            "transformer.wpe.weight"
+        ]
+        data[data.find(weight.numpy().tobytes()) + 100] ^= 0xFF  # torch.load alone reads it without complaint
+        (tmp_path / "rot.pt").write_bytes(bytes(data))
+        s = _fresh(make_setup)
+        weights, optimizer = {k: v.clone() for k, v in s.model.state_dict().items()}, s.optimizer.state_dict()
+        with pytest.raises(CorruptCheckpointError, match=r"(?s)rot\.pt.*CRC-32.*transformer\.wpe\.weight"):
+            restore_training_state(tmp_path / "rot.pt", s.model, s.optimizer, s.scheduler)
+        assert all(torch.equal(weights[k], v) for k, v in s.model.state_dict().items())
+        assert s.optimizer.state_dict() == optimizer
 
     def test_render_names_the_file_and_the_position(self, finished, make_setup):
         run, _ = finished

@@ -24,6 +24,7 @@ from utils.training.engine.errors import (
     NotACheckpointError,
     ResumeError,
 )
+from utils.training.engine.integrity import check_weight_checksums
 from utils.training.engine.matching import match_names, mismatch_error
 from utils.training.engine.prefixes import unwrap_model
 from utils.training.engine.reading import read_checkpoint_file
@@ -165,6 +166,7 @@ def restore_training_state(
         _check_parts(path, obj)  # a malformed part fails here, before anything is changed
     state = ResumeState(checkpoint_path=path, kind=kind)
     weights = _checked_weights(path, obj, model, state)
+    check_weight_checksums(path)  # damage torch.load lets through, refused before anything changes
     # All or nothing: every part that can still fail is restored first, with a snapshot to roll
     # back to; the weights (already checked against the model) are copied last.
     snapshot = _Snapshot.take(optimizer, scheduler, scaler)

@@ -17,9 +17,10 @@ from collections import defaultdict
 
 from . import format as fmt
 from .archive import archive_root
+from .errors import CorruptCheckpointError
 from .safe_unpickle import TensorStub, load_structure
 
-__all__ = ["damaged_weight_records"]
+__all__ = ["check_weight_checksums", "damaged_weight_records"]
 
 _CHUNK = 16 << 20  # bytes per read: the CRC is checked when a member has been read to its end
 
@@ -47,6 +48,30 @@ def damaged_weight_records(path: str | os.PathLike) -> list[str] | None:
             )
     except (zipfile.BadZipFile, pickle.UnpicklingError, KeyError, OSError, EOFError, ValueError):
         return None
+
+
+def check_weight_checksums(path: str | os.PathLike) -> bool:
+    """Raise when the weights' bytes fail the file's CRC-32s (call before touching a model).
+
+    Returns:
+        True when the checksums were compared, False when the file has none (legacy format).
+
+    Raises:
+        CorruptCheckpointError: naming the damaged tensors.
+    """
+    damaged = damaged_weight_records(path)
+    if damaged:
+        shown = ", ".join(damaged[:5]) + (f", ... ({len(damaged) - 5} more)" if len(damaged) > 5 else "")
+        count = f"{len(damaged)} tensor" if len(damaged) == 1 else f"{len(damaged)} tensors"
+        raise CorruptCheckpointError(
+            path,
+            f"is damaged: {count} fail the file's own CRC-32 checksum ({shown}); "
+            "the bytes changed after the file was written (a disk or sync error)",
+            expected="weights whose bytes match the checksums stored when the checkpoint was saved",
+            fix="use another checkpoint (Cell 33 lists them; Cell 34 names the next valid one); "
+            "this file cannot be repaired",
+        )
+    return damaged is not None
 
 
 def _weight_members(structure: object, root: str) -> dict[str, list[str]] | None:

@@ -36,8 +36,8 @@ import torch
 from utils.training.precision import resolve_device
 
 from . import format as fmt
-from .errors import CorruptCheckpointError, NotACheckpointError
-from .integrity import damaged_weight_records
+from .errors import NotACheckpointError
+from .integrity import check_weight_checksums
 from .matching import match_names, mismatch_error
 from .metadata import normalise_metadata
 from .prefixes import unwrap_model
@@ -161,7 +161,7 @@ def _load(
     model_sd = base.state_dict()
     weights, stripped, diff = match_names(raw, model_sd)
     pairs = _pair_tensors(path, weights, model_sd, diff, meta["config"], base)
-    integrity = _check_integrity(path) if check_integrity else None
+    integrity = check_weight_checksums(path) if check_integrity else None
     moved = any(pair.target.device != target for pair in pairs)
     _copy_into(pairs)
     model.to(target)
@@ -176,24 +176,6 @@ def _load(
     _check_after_load(report, [(pair.name, current[pair.name], pair.source) for pair in pairs], verify)
     report.elapsed_s = time.perf_counter() - start
     return report
-
-
-def _check_integrity(path: Path) -> bool:
-    """Compare the weights' bytes with the file's CRC-32s; raise before the model is touched.
-
-    Returns:
-        True when the checksums were compared, False when the file has none (legacy format).
-    """
-    damaged = damaged_weight_records(path)
-    if damaged:
-        raise CorruptCheckpointError(
-            path,
-            f"is damaged: {_tensors(len(damaged))} fail the file's own CRC-32 checksum ({_names(damaged)}); "
-            "the bytes changed after the file was written (a disk or sync error)",
-            expected="weights whose bytes match the checksums stored when the checkpoint was saved",
-            fix="load another checkpoint (Cell 34 names the next valid one); this file cannot be repaired",
-        )
-    return damaged is not None
 
 
 def _checkpoint_object(obj: Any, path: Path) -> tuple[Any, str, Mapping[str, Any]]:
