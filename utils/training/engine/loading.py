@@ -72,9 +72,8 @@ class LoadReport:
     dtype_conversions: list[tuple[str, str, str]] = field(default_factory=list)
     nonfinite_tensors: list[str] = field(default_factory=list)
     verified: bool | None = None
-    integrity_checked: bool | None = (
-        None  # CRC-32s compared (True), none in the file (False), not asked (None)
-    )
+    # CRC-32s compared (True), none in the file (False), not asked for (None)
+    integrity_checked: bool | None = None
     tensors_loaded: int = 0
     total_params: int = 0
     trainable_params: int = 0
