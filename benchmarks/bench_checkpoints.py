@@ -121,7 +121,7 @@ def time_listing(folder: Path, repeats: int) -> float:
         start = time.perf_counter()
         listed = list_checkpoints(folder, on_skip=None)
         samples.append(time.perf_counter() - start)
-    assert listed and all(info.metadata["source"] == "record" for info in listed), "fast path not taken"
+    assert listed and all(info.source == "record" for info in listed), "fast path not taken"
     return statistics.median(samples)
 
 

@@ -38,9 +38,9 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
+from utils.notebook.panels import render_load_report  # noqa: E402
 from utils.training.engine.format import build_checkpoint  # noqa: E402
 from utils.training.engine.loading import load_model_weights  # noqa: E402
-from utils.training.engine.panels import render_load_report  # noqa: E402
 
 VARIANTS = ("design", "ours_noverify", "ours_verify", "floor", "cell34")
 FULL = dict(vocab_size=50257, block_size=1024, n_layer=12, n_head=12, n_embd=768)

@@ -498,13 +498,19 @@ results = checkpoint_recovery(RECOVERY_DIR or CHECKPOINT_DIR, OUTPUT_DIR)
         code="""
 # @title 🔧 Optional: Load Model Weights from Checkpoint { display-mode: "form" }
 # @markdown Loads the checkpoint Cell 33 chose (else the best one) into `model`, then sets eval mode.
-# @markdown To load another file, uncomment the `MANUAL_CHECKPOINT` line and edit its path.
+# @markdown To load another file, uncomment the `MANUAL_CHECKPOINT` line and edit its path (any file or
+# @markdown folder Cell 33 lists: this notebook's, nanoGPT's `ckpt.pt`, Lightning, Hugging Face, DCP).
+# @markdown `STRICT` off: load only the tensors that fit (transfer learning; `FREEZE_LOADED` freezes them).
 TRUST_PICKLE = False  # @param {type:"boolean"}
+STRICT = True  # @param {type:"boolean"}
+FREEZE_LOADED = False  # @param {type:"boolean"}
 MANUAL_CHECKPOINT = None
 # MANUAL_CHECKPOINT = "./checkpoints/checkpoint_epoch0009_step000009_20251122_065455.pt"
 from utils.notebook.load_weights import load_weights_cell
 
-load_report = load_weights_cell(globals(), manual_path=MANUAL_CHECKPOINT, trust_pickle=TRUST_PICKLE)
+load_report = load_weights_cell(
+    globals(), manual_path=MANUAL_CHECKPOINT, trust_pickle=TRUST_PICKLE, strict=STRICT, freeze_loaded=FREEZE_LOADED
+)
 """,
     ),
     Cell(

@@ -1,4 +1,4 @@
-"""The zip helpers: append a member, read the last one without parsing the whole directory."""
+"""The zip helpers: append a member; read the end record, first and last entries, members, with bounds."""
 
 from __future__ import annotations
 
@@ -8,12 +8,18 @@ import zipfile
 import pytest
 import torch
 
+from utils.training.engine import archive
 from utils.training.engine.archive import (
+    ArchiveError,
     NoEndRecordError,
     append_member,
     archive_root,
+    end_record,
+    first_entry,
     has_end_record,
-    read_last_member,
+    last_entry,
+    read_entries,
+    read_member,
 )
 
 
@@ -41,58 +47,91 @@ class TestAppendMember:
         assert torch.equal(torch.load(buffer, weights_only=True)["w"], torch.ones(3))
 
 
-class TestReadLastMember:
-    def test_reads_the_last_member(self):
-        assert read_last_member(_torch_archive(**{"meta.json": b'{"a": 1}'}), "meta.json") == b'{"a": 1}'
-
-    def test_none_when_last_member_is_another(self):
-        buffer = _torch_archive(**{"meta.json": b"{}", "other.txt": b"x"})
-        assert read_last_member(buffer, "meta.json") is None
-
-    def test_none_for_plain_torch_file(self):
-        assert read_last_member(_torch_archive(), "meta.json") is None
-
-    def test_deflated_member(self):
-        buffer = _torch_archive()
-        with zipfile.ZipFile(buffer, "a") as archive:
-            archive.writestr(f"{archive_root(archive.namelist())}/m.json", b"x" * 1000, zipfile.ZIP_DEFLATED)
-        assert read_last_member(buffer, "m.json") == b"x" * 1000
-
-    def test_crc_mismatch(self):
+class TestEntries:
+    def test_first_and_last_entries_without_reading_the_directory(self):
         buffer = _torch_archive(**{"meta.json": b'{"a": 1}'})
-        data = buffer.getvalue().replace(b'{"a": 1}', b'{"a": 2}')
-        with pytest.raises(ValueError, match="CRC"):
-            read_last_member(io.BytesIO(data), "meta.json")
+        end = end_record(buffer)
+        assert first_entry(buffer, end).name.endswith("/data.pkl")
+        last = last_entry(buffer, end)
+        assert (
+            last.name.endswith("/meta.json")
+            and read_member(buffer, last, end.directory_offset, 100) == b'{"a": 1}'
+        )
 
-    @pytest.mark.parametrize("data", [b"", b"PK\x03\x04 only a start", b"\x80\x02 pickle"])
-    def test_no_end_record(self, data):
-        with pytest.raises(NoEndRecordError):
-            read_last_member(io.BytesIO(data), "meta.json")
+    def test_read_entries_matches_zipfile(self):
+        buffer = _torch_archive(**{"meta.json": b"{}"})
+        entries = read_entries(buffer, end_record(buffer))
+        assert list(entries) == zipfile.ZipFile(buffer).namelist()
 
-    def test_zip64_archive(self):
+    def test_entry_cap_refuses_a_huge_directory(self, monkeypatch):
+        buffer = _torch_archive()
+        monkeypatch.setattr(archive, "MAX_ENTRIES", 3)
+        with pytest.raises(ArchiveError, match="refused: the zip directory holds"):
+            end_record(buffer)
+
+    def test_duplicate_names_are_refused(self):
         buffer = io.BytesIO()
-        with zipfile.ZipFile(buffer, "w") as archive:  # > 65535 entries forces the zip64 end records
-            for index in range(65_600):
-                archive.writestr(f"root/data/{index}", b"")
-            archive.writestr("root/meta.json", b"{}")
-        assert b"PK\x06\x06" in buffer.getvalue()[-200:]
-        assert read_last_member(buffer, "meta.json") == b"{}"
+        with zipfile.ZipFile(buffer, "w") as target:
+            target.writestr("a/data.pkl", b"x")
+            with pytest.warns(UserWarning):
+                target.writestr("a/data.pkl", b"y")
+        with pytest.raises(ArchiveError, match="two members are named"):
+            read_entries(buffer, end_record(buffer))
 
 
-class TestHasEndRecord:
-    def test_complete_archive(self):
-        assert has_end_record(_torch_archive(**{"meta.json": b"{}"}))
+class TestReadMember:
+    def test_deflated_member_is_read_and_crc_checked(self):
+        buffer = _torch_archive()
+        with zipfile.ZipFile(buffer, "a") as target:
+            target.writestr(f"{archive_root(target.namelist())}/m.json", b"x" * 1000, zipfile.ZIP_DEFLATED)
+        end = end_record(buffer)
+        assert read_member(buffer, last_entry(buffer, end), end.directory_offset, 1000) == b"x" * 1000
 
-    @pytest.mark.parametrize("cut", [1, 10, 21])
-    def test_cut_inside_the_end_record(self, cut):
-        data = _torch_archive().getvalue()
-        assert not has_end_record(io.BytesIO(data[:-cut]))
+    def test_inflation_beyond_the_cap_is_refused(self):
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w") as target:
+            target.writestr("a/big", b"\0" * (1 << 20), zipfile.ZIP_DEFLATED)
+        end = end_record(buffer)
+        entry = first_entry(buffer, end)
+        with pytest.raises(ArchiveError, match="refused: member 'a/big' holds"):
+            read_member(buffer, entry, end.directory_offset, 1000)
+        # a member that lies about its size is stopped by the decompressor's cap
+        liar = archive.ZipEntry(
+            entry.name, entry.method, entry.crc, entry.compressed_size, 10, entry.header_offset
+        )
+        with pytest.raises(ArchiveError, match="inflates to more than 1,000 bytes"):
+            read_member(buffer, liar, end.directory_offset, 1000)
 
-    def test_comment_running_past_the_end(self):
-        data = bytearray(_torch_archive().getvalue())
-        data[-2:] = (40).to_bytes(2, "little")  # says a 40-byte comment follows; none does
-        assert not has_end_record(io.BytesIO(bytes(data)))
+    def test_other_compression_is_refused(self):
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w") as target:
+            target.writestr("a/x", b"hello", zipfile.ZIP_BZIP2)
+        end = end_record(buffer)
+        with pytest.raises(ArchiveError, match="method 12"):
+            read_member(buffer, first_entry(buffer, end), end.directory_offset, 1000)
 
-    @pytest.mark.parametrize("data", [b"", b"\x80\x02 pickle"])
-    def test_not_a_zip(self, data):
+    def test_damaged_bytes_fail_the_crc(self):
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w") as target:
+            target.writestr("a/x", b"hello")
+        data = bytearray(buffer.getvalue())
+        data[data.index(b"hello")] = ord("j")
+        damaged = io.BytesIO(bytes(data))
+        end = end_record(damaged)
+        with pytest.raises(ArchiveError, match="CRC-32"):
+            read_member(damaged, first_entry(damaged, end), end.directory_offset, 1000)
+
+
+class TestEndRecord:
+    def test_present_in_a_complete_file(self):
+        assert has_end_record(_torch_archive())
+
+    @pytest.mark.parametrize("cut", [1, 10, 21, 30])
+    def test_missing_when_the_tail_is_cut(self, cut):
+        data = _torch_archive().getvalue()[:-cut]
         assert not has_end_record(io.BytesIO(data))
+        with pytest.raises(NoEndRecordError):
+            end_record(io.BytesIO(data))
+
+    def test_missing_in_non_zip_data(self):
+        assert not has_end_record(io.BytesIO(b"not a zip at all"))

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from utils.training.engine import format as fmt
-from utils.training.engine import metadata as metadata_module
+from utils.training.engine import torchfile
 from utils.training.engine.checkpoint import (
     SAFE_LEAVES,
     RetentionPolicy,
@@ -170,9 +170,11 @@ class TestSaveCheckpoint:
         torch.save(torch.load(path, weights_only=True), tmp_path / "copy.pt")  # same dict, no record
         record, pickled = read_checkpoint_metadata(path), read_checkpoint_metadata(tmp_path / "copy.pt")
         facts = ("has_optimizer", "has_rng_state", "tensor_count")
-        assert (record["source"], pickled["source"]) == ("record", "pickle")
+        assert (record.source, pickled.source) == ("record", "pickle")
         assert (
-            [record[k] for k in facts] == [pickled[k] for k in facts] == [True, True, 4 + 12 + 2]
+            [getattr(record, k) for k in facts]
+            == [getattr(pickled, k) for k in facts]
+            == [True, True, 4 + 12 + 2]
         )  # + RNG state, step losses
 
 
@@ -217,7 +219,7 @@ class TestApplyRetention:
         (tmp_path / "foreign.pt").write_bytes(b"PK\x03\x04junk")
         paths = [save(tmp_path, epoch=step, step=step, val_loss=float(step)) for step in range(10, 14)]
         unpickled = []
-        monkeypatch.setattr(metadata_module, "load_structure", lambda data: unpickled.append(data))
+        monkeypatch.setattr(torchfile, "load_structure", lambda data: unpickled.append(data))
         deleted = apply_retention(tmp_path, RetentionPolicy(keep_best=1, keep_last=1))
         assert unpickled == [] and sorted(deleted) == paths[1:3] and len(_files(tmp_path)) == 3 + 1 + 2
 

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from utils.training.engine import format as fmt
+from utils.training.engine.record import time_order
 from utils.training.engine.safe_unpickle import TensorStub
 
 from .helpers import TinyNet, stepped_optimizer
@@ -148,5 +149,5 @@ class TestDescribeObject:
 
 class TestTimeOrder:
     def test_iso_and_unknown(self):
-        assert fmt.time_order("2025-01-01T00:00:01") - fmt.time_order("2025-01-01T00:00:00") == 1.0
-        assert fmt.time_order(None) == fmt.time_order("not a time") == 0.0
+        assert time_order("2025-01-01T00:00:01") - time_order("2025-01-01T00:00:00") == 1.0
+        assert time_order(None) == time_order("not a time") == 0.0

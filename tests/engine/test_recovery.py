@@ -103,7 +103,7 @@ class TestListCheckpoints:
     def test_default_on_skip_prints_to_stderr(self, tmp_path, capsys):
         (tmp_path / "empty.pt").write_bytes(b"")
         list_checkpoints(tmp_path)
-        assert "Skipped empty.pt: empty (0 bytes)" in capsys.readouterr().err
+        assert "Skipped empty.pt: is empty (0 bytes)" in capsys.readouterr().err
 
     def test_fields(self, tmp_path):
         path = save(tmp_path, epoch=2, step=20, val_loss=1.5)
@@ -117,13 +117,16 @@ class TestListCheckpoints:
         torch.save(TinyNet().state_dict(), tmp_path / "weights.pt")
         assert [(c.kind, c.val_loss) for c in list_checkpoints(tmp_path)] == [("legacy", 2.5), ("bare", None)]
 
-    def test_only_pt_files_directly_in_the_folder(self, tmp_path):
-        save(tmp_path / "sub", epoch=0, step=1)
+    def test_only_entries_directly_in_the_folder_and_unrelated_folders_are_silent(self, tmp_path):
+        save(tmp_path / "sub", epoch=0, step=1)  # a folder of checkpoints is not one checkpoint
         (tmp_path / "notes.txt").write_text("x")
         (tmp_path / "dir.pt").mkdir()
+        (tmp_path / "logs").mkdir()
         lines = []
         assert list_checkpoints(tmp_path, on_skip=lines.append) == []
-        assert lines == ["Skipped dir.pt: is a folder, not a checkpoint file"]
+        assert lines == [
+            "Skipped dir.pt: is a folder that is not a checkpoint of a known layout (it holds: nothing)"
+        ]
 
 
 class TestScanCheckpoints:
@@ -132,20 +135,20 @@ class TestScanCheckpoints:
         result = scan_checkpoints(tmp_path)
         reasons = {path.name: reason for path, reason in result.skipped}
         assert len(result.checkpoints) == 1
-        assert reasons["empty.pt"].startswith("empty (0 bytes)")
-        assert "no zip central directory" in reasons["cut.pt"]
+        assert reasons["empty.pt"].startswith("is empty (0 bytes)")
+        assert "is truncated" in reasons["cut.pt"]
 
     def test_file_deleted_during_the_scan_is_dropped_silently(self, tmp_path, monkeypatch):
         kept = save(tmp_path, epoch=0, step=1)
         doomed = save(tmp_path, epoch=1, step=2)
-        original = recovery.read_checkpoint_metadata
+        original = recovery._record_of
 
-        def read_after_concurrent_delete(path):
+        def read_after_concurrent_delete(path, is_dir=None):
             if path == doomed:
                 path.unlink()
-            return original(path)
+            return original(path, is_dir)
 
-        monkeypatch.setattr(recovery, "read_checkpoint_metadata", read_after_concurrent_delete)
+        monkeypatch.setattr(recovery, "_record_of", read_after_concurrent_delete)
         result = scan_checkpoints(tmp_path)
         assert [c.path for c in result.checkpoints] == [kept] and result.skipped == []
 
@@ -194,7 +197,7 @@ class TestResultsFromScan:
 
     def test_empty_scan_names_the_skipped_files(self, tmp_path):
         scan = recovery.ScanResult([], [(tmp_path / "empty.pt", "empty (0 bytes)")])
-        with pytest.raises(NoCheckpointsError, match=r"1 file\(s\) skipped: empty.pt: empty"):
+        with pytest.raises(NoCheckpointsError, match=r"1 entry skipped: empty.pt: empty"):
             results_from_scan(scan, tmp_path)
 
 
@@ -217,11 +220,11 @@ class TestRecoverTrainingResults:
 
     def test_no_checkpoints(self, tmp_path):
         (tmp_path / "empty.pt").write_bytes(b"")
-        with pytest.raises(NoCheckpointsError, match=r"no valid checkpoint \(1 file\(s\) skipped: empty.pt"):
+        with pytest.raises(NoCheckpointsError, match=r"no valid checkpoint \(1 entry skipped: empty.pt"):
             recover_training_results(tmp_path)
 
     def test_missing_folder(self, tmp_path):
-        with pytest.raises(NoCheckpointsError, match="does not exist[\\s\\S]*Fix: Run the training cell"):
+        with pytest.raises(NoCheckpointsError, match="does not exist[\\s\\S]*Fix: train first"):
             recover_training_results(tmp_path / "nope")
 
 

@@ -8,12 +8,13 @@ import pytest
 import torch
 
 from tests.engine.loading_fixtures import tiny_gpt
-from utils.model.gpt import GPT, GPTConfig
+from utils.training.engine.build import build_model_from_checkpoint
 from utils.training.engine.state_dict_diff import (
     StateDictDiff,
     collapse_names,
     compare_state_dicts,
     config_differences,
+    gpt_config_line,
     model_config_dict,
     rebuild_hint,
 )
@@ -142,21 +143,33 @@ class TestConfigDifferences:
 
 
 class TestRebuildHint:
-    def test_one_line_in_gptconfig_field_order(self):
-        config = dict(bias=True, dropout=0.1, n_embd=64, n_head=2, n_layer=2, block_size=64, vocab_size=256)
-        assert rebuild_hint(config) == (
-            "model = GPT(GPTConfig(vocab_size=256, block_size=64, n_layer=2, n_head=2, n_embd=64, dropout=0.1, bias=True))"
-        )
-
-    def test_the_line_builds_a_model_that_fits_the_checkpoint(self):
+    def test_the_line_builds_a_model_that_fits_the_checkpoint(self, tmp_path):
         source = tiny_gpt(n_layer=3)
-        scope = {"GPT": GPT, "GPTConfig": GPTConfig}
-        exec(rebuild_hint(source.config.to_dict()), scope)
+        path = tmp_path / "three layers.pt"
+        torch.save(
+            {"model_state_dict": source.state_dict(), "config": {"model": source.config.to_dict()}}, path
+        )
+        scope = {"build_model_from_checkpoint": build_model_from_checkpoint}
+        exec(rebuild_hint(path), scope)
         assert compare_state_dicts(source.state_dict(), scope["model"].state_dict()).ok
 
-    @pytest.mark.parametrize("config", [None, {}, "n_layer=2", {"not an identifier": 1}])
+    def test_a_path_with_quotes_stays_one_python_string(self):
+        assert rebuild_hint("it's.pt") == """model, load_report = build_model_from_checkpoint("it's.pt")"""
+
+
+class TestGptConfigLine:
+    def test_one_line_in_gptconfig_field_order(self):
+        config = dict(bias=True, dropout=0.1, n_embd=64, n_head=2, n_layer=2, block_size=64, vocab_size=256)
+        assert gpt_config_line(config) == (
+            "GPTConfig(vocab_size=256, block_size=64, n_layer=2, n_head=2, n_embd=64, dropout=0.1, bias=True)"
+        )
+
+    @pytest.mark.parametrize(
+        "config",
+        [None, {}, "n_layer=2", {"not an identifier": 1}, {"n_layer": [1] * 100}, {"name": "\x1b[2J"}],
+    )
     def test_no_usable_config_gives_none(self, config):
-        assert rebuild_hint(config) is None
+        assert gpt_config_line(config) is None
 
 
 class TestModelConfigDict:

@@ -30,6 +30,9 @@ def tiny(**overrides) -> GPT:
     return GPT(config_for_preset("tiny", **overrides))
 
 
+TINY_SETTINGS = dict(vocab_size=256, block_size=16, n_layer=1, n_head=2, n_embd=16, dropout=0.0)
+
+
 class TestGPTConfig:
     def test_round_trip_through_dict(self):
         config = config_for_preset("tiny")
@@ -47,7 +50,22 @@ class TestGPTConfig:
             GPTConfig(n_embd=100, n_head=3)
 
     def test_to_dict_holds_plain_values(self):
-        assert all(isinstance(v, (int, float, bool)) for v in GPTConfig().to_dict().values())
+        assert all(isinstance(v, (int, float, bool, str)) for v in GPTConfig().to_dict().values())
+
+    def test_activation_is_exact_gelu_unless_asked(self):
+        old = {k: v for k, v in GPTConfig().to_dict().items() if k != "activation"}  # a config from before
+        assert GPTConfig.from_dict(old).activation == "gelu"
+        with pytest.raises(ValueError, match="activation must be one of"):
+            GPTConfig(activation="relu")
+
+    def test_tanh_gelu_is_the_approximation(self):
+        torch.manual_seed(0)
+        exact = GPT(GPTConfig(**TINY_SETTINGS))
+        approx = GPT(GPTConfig(**TINY_SETTINGS, activation="gelu_tanh"))
+        approx.load_state_dict(exact.state_dict())
+        x = torch.randint(0, 256, (1, 8))
+        difference = (exact(x)[0] - approx(x)[0]).abs().max().item()
+        assert 0 < difference < 1e-2  # the same weights, a slightly different nonlinearity
 
 
 class TestConfigForPreset:

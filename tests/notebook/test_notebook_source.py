@@ -118,8 +118,8 @@ class TestThinCells:
 
     def test_cell_34_is_short_and_calls_the_library(self, code_cells):
         source = _cell(code_cells, 34).source
-        assert len(source.splitlines()) <= 15
-        assert "load_weights_cell(globals()" in source
+        assert len(source.splitlines()) <= 20
+        assert re.search(r"load_weights_cell\(\s*globals\(\)", source)
 
     def test_cell_34_has_exactly_one_commented_manual_override(self, code_cells):
         lines = _cell(code_cells, 34).source.splitlines()

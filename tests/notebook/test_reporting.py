@@ -47,7 +47,7 @@ class TestStepLossesOf:
         def broken(path, **kwargs):
             raise RuntimeError("a bug, not a bad file")
 
-        monkeypatch.setattr("utils.notebook.reporting.read_checkpoint_file", broken)
+        monkeypatch.setattr("utils.notebook.reporting.open_checkpoint", broken)
         with pytest.raises(RuntimeError, match="a bug"):
             step_losses_of(sorted(checkpoint_dir.glob("*.pt"))[-1])
 

@@ -273,9 +273,7 @@ def _filesystem_cases(root: Path, base: Path) -> list[Case]:
     folder = _here(root, "checkpoint-path-is-a-folder")
     (folder / base.name).mkdir()
     cases.append(
-        _error(
-            "checkpoint-path-is-a-folder", folder, folder / base.name, (CheckpointNotFoundError,), "folder"
-        )
+        _error("checkpoint-path-is-a-folder", folder, folder / base.name, (NotACheckpointError,), "folder")
     )
     # A link to a checkpoint that was deleted (e.g. Drive sync removed it).
     folder = _here(root, "dangling-symlink")

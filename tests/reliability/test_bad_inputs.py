@@ -13,11 +13,11 @@ import re
 import pytest
 import torch
 
+from utils.notebook.panels import render_load_error, render_load_report
 from utils.training import build_optimizer, restore_training_state
 from utils.training.engine.errors import CheckpointError
 from utils.training.engine.loading import load_model_weights
 from utils.training.engine.metadata import read_checkpoint_metadata
-from utils.training.engine.panels import render_load_error, render_load_report
 from utils.training.engine.recovery import latest_checkpoint, list_checkpoints, recover_training_results
 
 from .corpus import CASE_NAMES, ERROR_NAMES, LOADABLE_NAMES, fresh_model, make_payload
@@ -93,7 +93,7 @@ class TestReadCheckpointMetadata:
     def test_reads_or_raises_our_error_naming_the_file(self, corpus, name):
         case = corpus[name]
         if case.listed:
-            assert read_checkpoint_metadata(case.path)["kind"] in ("full", "legacy", "bare")
+            assert read_checkpoint_metadata(case.path).kind in ("full", "legacy", "bare")
             return
         with pytest.raises(CheckpointError) as caught:
             read_checkpoint_metadata(case.path)

@@ -12,6 +12,7 @@ same examples. ``FUZZ_SCALE=10`` multiplies the example counts for a longer loca
 from __future__ import annotations
 
 import copy
+import datetime as dt
 import faulthandler
 import io
 import json
@@ -29,7 +30,8 @@ from hypothesis import strategies as st
 from utils.training import build_optimizer, build_scheduler, restore_training_state
 from utils.training.engine.errors import CheckpointError, NoCheckpointsError, ResumeError
 from utils.training.engine.loading import load_model_weights
-from utils.training.engine.metadata import METADATA_FIELDS, read_checkpoint_metadata
+from utils.training.engine.metadata import read_checkpoint_metadata
+from utils.training.engine.record import CheckpointRecord
 from utils.training.engine.recovery import format_checkpoint_table, list_checkpoints, recover_training_results
 
 from .mutations import apply_byte_ops, make_base, micro_model, rewrite_member, with_record
@@ -87,15 +89,15 @@ def exercise(target: str, folder: Path, data: bytes) -> None:
     count(f"fuzz: {target}", " | ".join(outcome))
 
 
-def _check_metadata(meta: dict) -> None:
-    assert set(meta) == set(METADATA_FIELDS)
-    for key in ("epoch", "global_step", "format_version"):
-        assert meta[key] is None or type(meta[key]) is int
-    for value in meta["metrics"].values():
+def _check_metadata(record: CheckpointRecord) -> None:
+    assert isinstance(record, CheckpointRecord)
+    for value in (record.epoch, record.global_step, record.format_version):
+        assert value is None or (type(value) is int and 0 <= value < 2**62)
+    for value in record.metrics.values():
         assert value is None or (type(value) is float and math.isfinite(value))
-    assert meta["timestamp"] is None or isinstance(meta["timestamp"], str)
-    assert isinstance(meta["history"], list) and all(isinstance(row, dict) for row in meta["history"])
-    assert isinstance(meta["config"], dict)
+    assert record.timestamp is None or dt.datetime.fromisoformat(record.timestamp)
+    assert isinstance(record.history, tuple) and all(isinstance(row, dict) for row in record.history)
+    assert isinstance(record.config, dict)
 
 
 def _check_listing(folder: Path, listing) -> None:

@@ -143,14 +143,16 @@ class TestRestoreTrainingState:
     def test_not_a_checkpoint(self, make_setup, tmp_path):
         torch.save([1, 2, 3], tmp_path / "list.pt")
         s = make_setup()
-        with pytest.raises(NotACheckpointError, match="holds no model weights"):
+        with pytest.raises(NotACheckpointError, match="holds a list, not model weights"):
             restore_training_state(tmp_path / "list.pt", s.model, s.optimizer)
 
     def test_architecture_mismatch_leaves_the_model_unchanged(self, finished, tmp_path):
         run, _ = finished
         model = GPT(config_for_preset("tiny", n_layer=3))
         before = {k: v.clone() for k, v in model.state_dict().items()}
-        with pytest.raises(ArchitectureMismatchError, match=r"(?s)do not fit the model.*n_layer=2"):
+        with pytest.raises(
+            ArchitectureMismatchError, match=r"(?s)do not fit the model.*n_layer: checkpoint 2, model 3"
+        ):
             restore_training_state(run.checkpoints[-1], model, None)
         assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 

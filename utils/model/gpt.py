@@ -16,7 +16,18 @@ import torch
 import torch.nn as nn
 from torch.nn import functional as F
 
-__all__ = ["GPTConfig", "PRESETS", "config_for_preset", "GPT", "ParameterCounts", "count_parameters"]
+__all__ = [
+    "ACTIVATIONS",
+    "GPTConfig",
+    "PRESETS",
+    "config_for_preset",
+    "GPT",
+    "ParameterCounts",
+    "count_parameters",
+]
+
+# activation name -> nn.GELU's ``approximate`` argument
+ACTIVATIONS = {"gelu": "none", "gelu_tanh": "tanh"}
 
 
 @dataclass
@@ -33,6 +44,9 @@ class GPTConfig:
     n_embd: int = 768
     dropout: float = 0.0
     bias: bool = True
+    # "gelu" (exact, nanoGPT's and ours) or "gelu_tanh" (GPT-2's tanh approximation, which Hugging
+    # Face's checkpoints were trained with); configs written before this field mean "gelu".
+    activation: str = "gelu"
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
@@ -46,6 +60,10 @@ class GPTConfig:
             )
         if not 0.0 <= float(self.dropout) < 1.0:
             raise ValueError(f"GPTConfig.dropout must be in [0, 1), got {self.dropout!r}")
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(
+                f"GPTConfig.activation must be one of {sorted(ACTIVATIONS)}, got {self.activation!r}"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict (ints, float, bool): safe for ``torch.load(weights_only=True)`` and JSON."""
@@ -117,7 +135,7 @@ class MLP(nn.Module):
     def __init__(self, config: GPTConfig) -> None:
         super().__init__()
         self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
-        self.gelu = nn.GELU()
+        self.gelu = nn.GELU(approximate=ACTIVATIONS[config.activation])
         self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
         self.dropout = nn.Dropout(config.dropout)
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from utils.notebook.planning import format_bytes
 from utils.training.engine.errors import CheckpointSaveError
 from utils.training.engine.recovery import newest, scan_checkpoints
+from utils.training.engine.text import safe_text
 
 __all__ = ["FolderReport", "check_checkpoint_folder"]
 
@@ -96,8 +97,11 @@ def check_checkpoint_folder(checkpoint_dir: str | os.PathLike, resume: str = "no
         writable=_writable(folder),
         free_bytes=shutil.disk_usage(folder).free,
         checkpoints=len(scan.checkpoints),
-        latest=latest.name if latest else None,
-        skipped=[f"not a valid checkpoint, ignored: {path.name} ({reason})" for path, reason in scan.skipped],
+        latest=safe_text(latest.name, 120) if latest else None,
+        skipped=[
+            f"not a valid checkpoint, ignored: {safe_text(path.name, 120)} ({safe_text(reason)})"
+            for path, reason in scan.skipped
+        ],
     )
     if not report.writable:
         report.problems.append(f"{folder} is not writable: checkpoints cannot be saved there")

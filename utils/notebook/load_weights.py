@@ -1,8 +1,8 @@
 """Cell 34, "Load Model Weights from Checkpoint": the orchestration behind the thin cell.
 
-The approved design (spec/load-weights-cell-design.md) fixes what the cell
-prints; the loading itself is ``load_model_weights`` and the panels are the
-pure renderers in ``utils.training.engine.panels``. This module decides:
+The approved design (docs/loading-weights.md describes its contract) fixes what the
+cell prints; the loading itself is ``load_model_weights`` and the panels are the
+pure renderers in ``utils.notebook.panels``. This module decides:
 
 * the prerequisites: ``model`` exists (else the design's scenario 1), and the
   folder holds checkpoints (else scenario 2);
@@ -23,9 +23,7 @@ from typing import Any
 
 import torch
 
-from utils.training.engine.errors import CheckpointError
-from utils.training.engine.loading import LoadReport, load_model_weights
-from utils.training.engine.panels import (
+from utils.notebook.panels import (
     render_available_checkpoints,
     render_device_failure,
     render_load_error,
@@ -34,8 +32,11 @@ from utils.training.engine.panels import (
     render_no_checkpoints,
     render_selection,
 )
+from utils.training.engine.errors import CheckpointError
+from utils.training.engine.loading import LoadReport, ModelMoveError, load_model_weights
 from utils.training.engine.prefixes import unwrap_model
-from utils.training.engine.recovery import CheckpointInfo, scan_checkpoints
+from utils.training.engine.record import CheckpointRecord
+from utils.training.engine.recovery import scan_checkpoints
 from utils.training.loop import evaluate
 
 __all__ = ["Selection", "choose_checkpoint", "resolve_checkpoint_dir", "load_weights_cell"]
@@ -65,13 +66,13 @@ def resolve_checkpoint_dir(namespace: MutableMapping[str, Any], checkpoint_dir=N
     return Path(DEFAULT_CHECKPOINT_DIR)
 
 
-def _index_of(path: Path, checkpoints: list[CheckpointInfo]) -> int | None:
+def _index_of(path: Path, checkpoints: list[CheckpointRecord]) -> int | None:
     target = os.path.realpath(path)
     return next((i for i, info in enumerate(checkpoints) if os.path.realpath(info.path) == target), None)
 
 
 def choose_checkpoint(
-    checkpoints: list[CheckpointInfo], results: Any = None, manual_path: str | os.PathLike | None = None
+    checkpoints: list[CheckpointRecord], results: Any = None, manual_path: str | os.PathLike | None = None
 ) -> Selection | None:
     """Apply the design's priority: manual override > Cell 33's choice > best of the listing.
 
@@ -94,7 +95,7 @@ def choose_checkpoint(
     return None
 
 
-def _next_candidate(selection: Selection, checkpoints: list[CheckpointInfo]) -> str | None:
+def _next_candidate(selection: Selection, checkpoints: list[CheckpointRecord]) -> str | None:
     """The best listed checkpoint that is not the selected one (for a damaged selection)."""
     return next((info.name for i, info in enumerate(checkpoints) if i != selection.index), None)
 
@@ -111,6 +112,8 @@ def load_weights_cell(
     manual_path: str | os.PathLike | None = None,
     trust_pickle: bool = False,
     check_integrity: bool = True,
+    strict: bool = True,
+    freeze_loaded: bool = False,
     device: str | torch.device | None = None,
     out: Callable[[str], None] = print,
 ) -> LoadReport | None:
@@ -125,6 +128,9 @@ def load_weights_cell(
         trust_pickle: allow a file that needs arbitrary unpickling (trusted files only).
         check_integrity: compare the weights' bytes with the file's CRC-32s before loading
             (about one more read of the weights; catches damage torch.load lets through).
+        strict: every tensor must fit (the design's default); False loads what fits and prints a
+            PARTIAL LOAD panel (transfer learning).
+        freeze_loaded: with a load, freeze the parameters that came from the file.
         device: where the model goes; default the notebook's ``device``, else CUDA when available.
         out: where the panels go (print).
 
@@ -149,13 +155,14 @@ def load_weights_cell(
     target = device if device is not None else namespace.get("device")
     try:
         report = load_model_weights(
-            model, selection.path, target, trust_pickle=trust_pickle, check_integrity=check_integrity
-        )
+            model, selection.path, target, trust_pickle=trust_pickle, check_integrity=check_integrity,
+            strict=strict, freeze_loaded=freeze_loaded,
+        )  # fmt: skip
     except CheckpointError as error:
         out(render_load_error(error, _next_candidate(selection, scan.checkpoints)))
         return None
     except (ValueError, RuntimeError) as error:  # DEVICE='cuda' without a GPU; CUDA out of memory
-        out(render_device_failure(error, target))
+        out(render_device_failure(error, target, loaded=isinstance(error, ModelMoveError)))
         return None
     loss = _validation_loss(model, namespace.get("val_batches"), namespace.get("amp_dtype"))
     vocab = getattr(getattr(unwrap_model(model), "config", None), "vocab_size", None)

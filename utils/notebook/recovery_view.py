@@ -9,7 +9,9 @@ from typing import Any
 from utils.notebook.plots import plot_training_curves, show_png
 from utils.training.engine.errors import CheckpointError
 from utils.training.engine.metadata import read_checkpoint_metadata
+from utils.training.engine.record import KINDS
 from utils.training.engine.recovery import format_checkpoint_table, results_from_scan, scan_checkpoints
+from utils.training.engine.text import safe_text
 
 __all__ = ["preview_resume", "checkpoint_recovery", "CURVES_PNG"]
 
@@ -25,19 +27,20 @@ def preview_resume(path: Path | None, resume_setting: str) -> list[str]:
     """
     if path is None:
         return [f"🆕 RESUME = {resume_setting!r}: a new run starts at epoch 1 (nothing is restored)"]
-    meta = read_checkpoint_metadata(path)
-    data = meta.get("data_state") or {}
+    record = read_checkpoint_metadata(path)
+    data = record.data_state or {}
+    position = data.get("batch_in_epoch"), data.get("batches_per_epoch")
     lines = [
-        f"🔁 RESUME = {resume_setting!r} -> {path.name} ({meta['kind']} checkpoint)",
-        f"   written in epoch {_one_based(meta.get('epoch'))} at global step {meta.get('global_step')}"
-        + (f", after batch {data['batch_in_epoch']} of {data['batches_per_epoch']}" if data else ""),
+        f"🔁 RESUME = {resume_setting!r} -> {safe_text(path.name, 120)} ({KINDS.get(record.kind, record.kind)})",
+        f"   written in epoch {_one_based(record.epoch)} at global step {_or_unknown(record.global_step)}"
+        + (f", after batch {position[0]} of {position[1]}" if None not in position else ""),
     ]
     parts = {
         "model weights": True,
-        "optimizer state": meta["has_optimizer"],
-        "random generators": meta["has_rng_state"],
-        "data position": bool(data),
-        "metric history": bool(meta.get("history")),
+        "optimizer state": record.has_optimizer,
+        "random generators": record.has_rng_state,
+        "data position": None not in position,
+        "metric history": bool(record.history),
     }
     lines.append("   will restore: " + ", ".join(name for name, ok in parts.items() if ok))
     missing = [name for name, ok in parts.items() if not ok]
@@ -50,6 +53,23 @@ def preview_resume(path: Path | None, resume_setting: str) -> list[str]:
 
 def _one_based(epoch: Any) -> str:
     return str(epoch + 1) if isinstance(epoch, int) else "?"
+
+
+def _or_unknown(value: Any) -> str:
+    return "?" if value is None else str(value)
+
+
+def _best_line(best) -> str:
+    """The best checkpoint in words; says so when no checkpoint has a validation loss yet."""
+    name = safe_text(best.name, 120)
+    if best.val_loss is None:
+        return (
+            f"Best: {name} -- no checkpoint has a validation loss yet (saved before an epoch ended, or "
+            "without metrics), so the newest is used"
+        )
+    epoch = best.epoch
+    when = f"epoch {epoch}, after {_one_based(epoch)} epochs; " if epoch is not None else ""
+    return f"Best: {name} ({when}val_loss {best.val_loss:.4f})"
 
 
 def checkpoint_recovery(checkpoint_dir: str | os.PathLike, output_dir: str | os.PathLike) -> dict | None:
@@ -67,12 +87,10 @@ def checkpoint_recovery(checkpoint_dir: str | os.PathLike, output_dir: str | os.
     except CheckpointError as error:
         print(f"\n❌ {error}")
         return None
-    best = Path(results["checkpoint_path"]).name
+    best, latest = results["best"], results["latest"]
     epoch = results["best_epoch"]
-    print(
-        f"\n🏆 Best: {best} (epoch {epoch}, after {_one_based(epoch)} epochs; val_loss {results['best_val_loss']:.4f})"
-    )
-    print(f"🕒 Latest: {Path(results['latest_checkpoint_path']).name}")
+    print(f"\n🏆 {_best_line(best)}")
+    print(f"🕒 Latest: {safe_text(latest.name, 120)} (step {_or_unknown(latest.global_step)})")
     print(f"📈 History: {len(results['history'])} epochs recovered without loading any weights")
     png = plot_training_curves(
         results["history"],

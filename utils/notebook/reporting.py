@@ -7,13 +7,16 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from utils.notebook.model_views import schedule_preview
 from utils.notebook.planning import format_bytes, format_duration
 from utils.notebook.plots import plot_dashboard
 from utils.training.engine.errors import CheckpointError
 from utils.training.engine.format import STEP_LOSSES_KEY
-from utils.training.engine.reading import read_checkpoint_file
 from utils.training.engine.recovery import newest, recover_training_results, scan_checkpoints
+from utils.training.engine.sources import open_checkpoint
+from utils.training.engine.text import safe_text
 
 __all__ = ["training_summary", "step_losses_of", "build_dashboard", "final_summary", "DASHBOARD_PNG"]
 
@@ -48,12 +51,14 @@ def step_losses_of(checkpoint_path: str | os.PathLike | None) -> list[float]:
     if not checkpoint_path:
         return []
     try:
-        obj = read_checkpoint_file(checkpoint_path).obj
+        with open_checkpoint(checkpoint_path) as checkpoint:
+            state = checkpoint.training_state() or {}
+            losses = state.get(STEP_LOSSES_KEY)
+            return [float(v) for v in losses.tolist()] if isinstance(losses, torch.Tensor) else []
     except CheckpointError as error:
-        print(f"⚠️  No per-step loss curve: {Path(checkpoint_path).name} cannot be read ({error.problem})")
+        name = safe_text(Path(checkpoint_path).name, 120)
+        print(f"⚠️  No per-step loss curve: {name} cannot be read ({safe_text(error.problem)})")
         return []
-    losses = obj.get(STEP_LOSSES_KEY) if isinstance(obj, dict) else None
-    return [float(v) for v in losses.tolist()] if losses is not None else []
 
 
 def build_dashboard(namespace: Mapping[str, Any], output_dir: str | os.PathLike) -> Path:
@@ -101,17 +106,18 @@ def final_summary(
     if scan.checkpoints:
         best = scan.checkpoints[0]
         latest = newest(scan.checkpoints)  # the file RESUME = "latest" picks
+        best_name, latest_name = safe_text(best.name, 120), safe_text(latest.name, 120)
         lines.append(
-            f"   🏆 best:   {best.name} (val_loss {best.val_loss:.4f})"
+            f"   🏆 best:   {best_name} (val_loss {best.val_loss:.4f})"
             if best.val_loss is not None
-            else f"   🏆 best:   {best.name}"
+            else f"   🏆 best:   {best_name} (no validation loss yet)"
         )
-        lines.append(f"   🕒 latest: {latest.name} (step {latest.global_step})")
+        lines.append(f"   🕒 latest: {latest_name} (step {latest.global_step})")
     lines.append(f"📁 Outputs: {output_dir.resolve()}")
     for path in (
         _files(output_dir, "*.png") + _files(output_dir, "*.json") + _files(output_dir, "*.safetensors")
     ):
-        lines.append(f"   - {path.name} ({format_bytes(path.stat().st_size)})")
+        lines.append(f"   - {safe_text(path.name, 120)} ({format_bytes(path.stat().st_size)})")
     for label, value in (extra or {}).items():
         lines.append(f"{label}: {value}")
     lines += [

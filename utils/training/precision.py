@@ -4,26 +4,11 @@ from __future__ import annotations
 
 import torch
 
+from utils.training.engine.devices import resolve_device
+
 __all__ = ["PRECISIONS", "resolve_device", "resolve_precision", "build_grad_scaler"]
 
 PRECISIONS = ("auto", "off", "bf16", "fp16")
-
-
-def resolve_device(name: str = "auto") -> torch.device:
-    """``"auto"``: CUDA when available, else the CPU; otherwise the named device.
-
-    Raises:
-        ValueError: a CUDA device is asked for but none is available.
-    """
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(
-            f"DEVICE={name!r} but no CUDA GPU is available.\n"
-            "Fix: in Colab choose Runtime > Change runtime type > GPU, or set DEVICE='auto' or 'cpu'."
-        )
-    return device
 
 
 def resolve_precision(mixed_precision: str, device: torch.device) -> torch.dtype | None:

@@ -18,16 +18,16 @@ from typing import Any
 import torch
 
 from utils.training.engine import format as fmt
+from utils.training.engine.copying import copy_verified
 from utils.training.engine.errors import (
     CheckpointNotFoundError,
+    CorruptCheckpointError,
     NoCheckpointsError,
-    NotACheckpointError,
     ResumeError,
 )
-from utils.training.engine.integrity import check_weight_checksums
-from utils.training.engine.matching import match_names, mismatch_error
-from utils.training.engine.prefixes import unwrap_model
-from utils.training.engine.reading import read_checkpoint_file
+from utils.training.engine.matching import FittedWeights, fit_weights
+from utils.training.engine.record import KINDS
+from utils.training.engine.sources import open_checkpoint
 from utils.training.rng import capture_rng_state, restore_rng_state
 
 __all__ = [
@@ -155,25 +155,65 @@ def restore_training_state(
         ResumeError: the optimizer state does not fit ``optimizer``, or the RNG state is malformed.
     """
     path = Path(checkpoint_path).expanduser()
-    obj = _load_file(path)
-    kind = fmt.checkpoint_kind(obj)
-    if kind is None:
-        raise NotACheckpointError(
-            path, "the file holds no model weights", expected="a checkpoint dict or a state_dict",
-            fix="pick another file with RESUME, or RESUME='none'",
-        )  # fmt: skip
-    if kind != "bare":
-        _check_parts(path, obj)  # a malformed part fails here, before anything is changed
-    state = ResumeState(checkpoint_path=path, kind=kind)
-    weights = _checked_weights(path, obj, model, state)
-    check_weight_checksums(path)  # damage torch.load lets through, refused before anything changes
-    # All or nothing: every part that can still fail is restored first, with a snapshot to roll
-    # back to; the weights (already checked against the model) are copied last.
+    with open_checkpoint(path) as checkpoint:
+        record = checkpoint.record()
+        obj = _training_state(checkpoint)
+        if obj is not None:
+            _check_parts(path, obj)  # a malformed part fails here, before anything is changed
+        with checkpoint.weights() as weights:
+            state = ResumeState(checkpoint_path=path, kind=record.kind)
+            config = obj.get(fmt.CONFIG_KEY) if obj is not None else record.config
+            fitted = fit_weights(path, weights, model, config, max_lines=4, then="then resume")
+            _note_fit(fitted, state)
+            _check_checksums(path, fitted)  # damage torch.load lets through, refused before any change
+            _restore_all(path, obj, record, fitted, (optimizer, scheduler, scaler), state)
+    if obj is not None:
+        state.training_config = (obj.get(fmt.CONFIG_KEY) or {}).get("training")
+    return state
+
+
+def _training_state(checkpoint) -> dict[str, Any] | None:
+    """The file's training state (this notebook's full and legacy files), optimizer state copied
+    out of the memory-mapped file so that training never writes into its pages; None for a
+    weights-only source (a bare state_dict, another tool's checkpoint)."""
+    obj = checkpoint.training_state()
+    if obj is None:
+        return None
+    obj = dict(obj)
+    if obj.get(fmt.OPTIMIZER_STATE_KEY) is not None:
+        obj[fmt.OPTIMIZER_STATE_KEY] = _materialized(obj[fmt.OPTIMIZER_STATE_KEY])
+    return obj
+
+
+def _note_fit(fitted: FittedWeights, state: ResumeState) -> None:
+    if fitted.stripped:
+        state.notes.append(f"removed wrapper prefix(es) {''.join(fitted.stripped)!r} from the weight names")
+    if fitted.diff.dtype_conversions:
+        state.notes.append(f"{len(fitted.diff.dtype_conversions)} tensor(s) converted to the model's dtype")
+    state.notes.extend(fitted.weights.notes)
+
+
+def _check_checksums(path: Path, fitted: FittedWeights) -> None:
+    damaged = fitted.weights.damaged([job.name for job in fitted.jobs])
+    if damaged:
+        raise CorruptCheckpointError(
+            path,
+            f"is damaged: {len(damaged)} weight tensor(s) fail the file's own CRC-32 checksum "
+            f"({', '.join(damaged[:3])}{', ...' if len(damaged) > 3 else ''})",
+            expected="weights whose bytes match the checksums stored when the checkpoint was saved",
+            fix="resume from another checkpoint (RESUME = a path from the listing); this file cannot be repaired",
+        )
+
+
+def _restore_all(path, obj, record, fitted: FittedWeights, objects: tuple, state: ResumeState) -> None:
+    """All or nothing: every part that can still fail is restored first, with a snapshot to roll
+    back to; the weights (already checked against the model) are copied last."""
+    optimizer, scheduler, scaler = objects
     snapshot = _Snapshot.take(optimizer, scheduler, scaler)
     try:
         _restore_optimizer(path, obj, optimizer, state)
-        if kind == "bare":
-            _describe_bare(state, scheduler, scaler)
+        if obj is None:
+            _describe_weights_only(state, record, scheduler, scaler)
         else:
             _restore_counters(obj, state)
             _restore_scheduler(obj, scheduler, optimizer, state)
@@ -182,11 +222,8 @@ def restore_training_state(
     except BaseException:
         snapshot.roll_back()
         raise
-    unwrap_model(model).load_state_dict(weights, strict=True)
+    copy_verified(fitted.jobs, verify=False)
     state.restored.insert(0, "model weights")
-    if kind != "bare":
-        state.training_config = (obj.get(fmt.CONFIG_KEY) or {}).get("training")
-    return state
 
 
 @dataclass
@@ -258,23 +295,13 @@ def _check_parts(path: Path, obj: dict[str, Any]) -> None:
     if problems:
         raise ResumeError(
             path, "the file's training state is malformed: " + "; ".join(problems[:4]),
-            expected="a checkpoint written by Cell 32 (Run Training)",
-            fix="resume from another checkpoint, start with RESUME='none', or load only its weights (Cell 34)",
+            expected="a checkpoint written by save_checkpoint",
+            fix="resume from another checkpoint, start a new run, or load only its weights (load_model_weights)",
         )  # fmt: skip
 
 
 def _not_finite(value: Any) -> bool:
     return isinstance(value, float) and not math.isfinite(value)
-
-
-def _load_file(path: Path) -> Any:
-    """The checkpoint object; only the project's own errors escape (see engine.reading)."""
-    obj = read_checkpoint_file(path).obj
-    if fmt.checkpoint_kind(obj) in ("full", "legacy") and obj.get(fmt.OPTIMIZER_STATE_KEY) is not None:
-        # The reader memory-maps the file, and load_state_dict keeps same-dtype tensors as they
-        # are: copy the optimizer state so that training never writes into pages of the file.
-        obj[fmt.OPTIMIZER_STATE_KEY] = _materialized(obj[fmt.OPTIMIZER_STATE_KEY])
-    return obj
 
 
 def _materialized(value: Any) -> Any:
@@ -287,27 +314,8 @@ def _materialized(value: Any) -> Any:
     return value
 
 
-def _checked_weights(path: Path, obj: Any, model: torch.nn.Module, state: ResumeState) -> dict[str, Any]:
-    """The checkpoint's weights, renamed and checked against the model before anything is copied."""
-    base = unwrap_model(model)
-    weights, stripped, diff = match_names(fmt.model_state_of(obj), base.state_dict())
-    if stripped:
-        state.notes.append(f"removed wrapper prefix(es) {''.join(stripped)!r} from the weight names")
-    if not diff.ok:
-        config = obj.get(fmt.CONFIG_KEY) if _has_parts(obj) else None
-        raise mismatch_error(path, diff, config, base, max_lines=4, then="then resume")
-    if diff.dtype_conversions:
-        state.notes.append(f"{len(diff.dtype_conversions)} tensor(s) converted to the model's dtype")
-    return weights
-
-
-def _has_parts(obj: Any) -> bool:
-    """A checkpoint dict (full or legacy), as opposed to a bare state_dict."""
-    return fmt.checkpoint_kind(obj) in ("full", "legacy")
-
-
 def _restore_optimizer(path: Path, obj: Any, optimizer: Any, state: ResumeState) -> None:
-    saved = obj.get(fmt.OPTIMIZER_STATE_KEY) if _has_parts(obj) else None
+    saved = obj.get(fmt.OPTIMIZER_STATE_KEY) if obj is not None else None
     if saved is None:
         state.missing.append("optimizer state: not in the file; AdamW's moments restart from zero")
         return
@@ -415,7 +423,16 @@ def _restore_scaler(obj: dict[str, Any], scaler: Any, state: ResumeState) -> Non
         )
 
 
-def _describe_bare(state: ResumeState, scheduler: Any, scaler: Any) -> None:
+def _describe_weights_only(state: ResumeState, record, scheduler: Any, scaler: Any) -> None:
+    """What a resume from a weights-only source (a bare state_dict, another tool's file) lacks."""
+    if record.kind != "bare":
+        counters = (
+            f"epoch {record.epoch}, step {record.global_step}" if record.global_step is not None else ""
+        )
+        state.notes.append(
+            f"{KINDS.get(record.kind, record.kind)}: only its weights are used"
+            + (f" (it was saved at {counters}; this run counts from 0)" if counters else "")
+        )
     state.missing += [
         "counters (epoch, step) and data position: a weights-only file; training starts at epoch 1, step 0",
         "metric history and per-step losses: not in the file",

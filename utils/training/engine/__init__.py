@@ -22,7 +22,10 @@ _EXPORTS = {
     "RetentionPolicy": "checkpoint",
     "save_checkpoint": "checkpoint",
     # reading without weights
+    "CheckpointRecord": "record",
+    "KINDS": "record",
     "read_checkpoint_metadata": "metadata",
+    "open_checkpoint": "sources",
     "CheckpointInfo": "recovery",
     "ScanResult": "recovery",
     "list_checkpoints": "recovery",
@@ -32,10 +35,12 @@ _EXPORTS = {
     "results_from_scan": "recovery",
     "newest": "recovery",
     "format_checkpoint_table": "recovery",
-    # loading weights (Cell 34)
+    # loading weights
+    "build_model_from_checkpoint": "build",
     "LoadReport": "loading",
+    "ModelMoveError": "loading",
     "load_model_weights": "loading",
-    "read_checkpoint_file": "reading",
+    "resolve_device": "devices",
     "StateDictDiff": "state_dict_diff",
     "compare_state_dicts": "state_dict_diff",
     "config_differences": "state_dict_diff",
@@ -51,6 +56,7 @@ _EXPORTS = {
     "is_temporary_file": "naming",
     "strip_wrapper_prefixes": "prefixes",
     "unwrap_model": "prefixes",
+    "safe_text": "text",
     # errors
     "CheckpointError": "errors",
     "CheckpointNotFoundError": "errors",

@@ -13,6 +13,7 @@ import datetime as _dt
 import json
 import os
 import warnings
+import zipfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -23,7 +24,6 @@ from . import format as fmt
 from .archive import append_member
 from .atomic import atomic_write, free_space_text, remove_stale_temporary_files
 from .errors import CheckpointError, CheckpointSaveError
-from .metadata import read_metadata_record
 from .naming import CHECKPOINT_SUFFIX, checkpoint_filename, is_temporary_file, parse_checkpoint_filename
 from .prefixes import unwrap_model
 from .retention import RetentionCandidate, RetentionPolicy, select_for_deletion
@@ -32,6 +32,7 @@ __all__ = [
     "SAFE_LEAVES",
     "RetentionPolicy",
     "apply_retention",
+    "archive_facts",
     "check_weights_only_safe",
     "metadata_record",
     "save_checkpoint",
@@ -127,7 +128,7 @@ def write_checkpoint_file(
         CheckpointSaveError: on any OSError; ``path`` and older files are untouched.
     """
     path = Path(path)
-    record = json.dumps(metadata_record(checkpoint, tensor_count), default=_json_default).encode("utf-8")
+    record = metadata_record(checkpoint, tensor_count)
 
     def write(file: BinaryIO) -> None:
         try:
@@ -137,7 +138,8 @@ def write_checkpoint_file(
             if hidden is None:
                 raise
             raise hidden from error
-        append_member(file, fmt.METADATA_RECORD, record)
+        record[fmt.ARCHIVE_FACTS_KEY] = archive_facts(file)
+        append_member(file, fmt.METADATA_RECORD, json.dumps(record, default=_json_default).encode("utf-8"))
 
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -161,25 +163,48 @@ def metadata_record(checkpoint: Mapping[str, Any], tensor_count: int | None = No
     return record
 
 
+def archive_facts(file: BinaryIO) -> dict[str, int]:
+    """What the record states about the zip that ``torch.save`` just wrote into ``file``.
+
+    A reader confirms a record against these (``sources.native.record_disagreement``): the
+    entries before the record, ``data.pkl``'s CRC-32 and size, and the bytes of tensor data.
+    """
+    file.seek(0)
+    with zipfile.ZipFile(file) as archive:
+        infos = archive.infolist()
+    first = infos[0]
+    root = first.filename.split("/", 1)[0]
+    return {
+        "entries": len(infos),
+        "data_pkl_crc32": first.CRC,
+        "data_pkl_size": first.file_size,
+        "storage_bytes": sum(i.file_size for i in infos if i.filename.startswith(f"{root}/data/")),
+    }
+
+
 def apply_retention(folder: Path, policy: RetentionPolicy, protect: Iterable[Path] = ()) -> list[Path]:
     """Delete the folder's checkpoints that ``policy`` does not keep.
 
-    Only valid checkpoints written by this engine (an engine file name and the
-    engine's JSON metadata record, i.e. kind "full") are candidates; unreadable, legacy and unrelated files are never
-    deleted. A failed deletion is reported as a warning: the save itself succeeded.
+    Only checkpoints written by this engine whose JSON record agrees with the file it sits
+    in are candidates (an engine file name, our record, confirmed; see
+    ``sources.native.read_own_record``): unreadable, legacy, foreign and suspect files are
+    never deleted, and never push a genuine checkpoint out of the kept set. A failed
+    deletion is reported as a warning: the save itself succeeded.
 
     Returns:
         The files deleted.
     """
+    from .sources.native import read_own_record  # sources import this module's neighbours
+
     candidates = []
     for path in _own_checkpoint_files(folder):
         try:  # the JSON record only: a legacy file is never unpickled here (and never deleted)
-            meta = read_metadata_record(path)
-        except (CheckpointError, OSError):
-            continue  # unreadable or gone: never a candidate for deletion
-        if meta is not None:
-            step, val_loss = meta["global_step"] or 0, meta["metrics"]["val_loss"]
-            candidates.append(RetentionCandidate(path, step, val_loss, fmt.time_order(meta["timestamp"])))
+            record = read_own_record(path)
+        except CheckpointError:
+            continue  # unreadable, suspect or gone: never a candidate
+        if record is not None:
+            step = record.global_step or 0
+            candidates.append(RetentionCandidate(path, step, record.val_loss, record.time_order))
     deleted = []
     for path in select_for_deletion(candidates, policy, protect=protect):
         try:

@@ -50,9 +50,11 @@ class CheckpointError(Exception):
         super().__init__(self._compose())
 
     def _compose(self) -> str:
+        from .text import safe_text  # a path from the disk may hold control characters
+
         lines = []
         if self.path is not None:
-            lines.append(f"{self.path}: {self.problem}")
+            lines.append(f"{safe_text(self.path, None)}: {self.problem}")
         else:
             lines.append(self.problem)
         if self.expected:

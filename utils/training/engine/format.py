@@ -31,6 +31,7 @@ import torch
 __all__ = [
     "FORMAT_VERSION",
     "METADATA_RECORD",
+    "ARCHIVE_FACTS_KEY",
     "FORMAT_VERSION_KEY",
     "MODEL_STATE_KEY",
     "OPTIMIZER_STATE_KEY",
@@ -54,7 +55,6 @@ __all__ = [
     "metadata_of",
     "model_state_of",
     "now_iso",
-    "time_order",
     "count_leaves",
 ]
 
@@ -62,6 +62,10 @@ __all__ = [
 FORMAT_VERSION = 1
 # Name of the JSON member appended to the zip archive (inside its top folder).
 METADATA_RECORD = "checkpoint_meta.json"
+# In the JSON record: facts about the zip it sits in (entries before the record, data.pkl's
+# CRC-32 and size, the bytes of all tensor data), so a reader can confirm the record belongs
+# to this file from two directory entries. Records written before this key existed lack it.
+ARCHIVE_FACTS_KEY = "archive"
 
 FORMAT_VERSION_KEY = "format_version"  # int; absent in legacy files
 MODEL_STATE_KEY = "model_state_dict"  # {name: tensor}, the model's weights and buffers
@@ -95,17 +99,6 @@ METADATA_KEYS = (
 def now_iso() -> str:
     """The current local time as an ISO-8601 string with seconds."""
     return _dt.datetime.now().isoformat(timespec="seconds")
-
-
-def time_order(timestamp: str | None) -> float:
-    """Seconds since the epoch of an ISO-8601 ``timestamp``; 0.0 when unknown or unreadable.
-
-    The listing and retention both break step ties with it.
-    """
-    try:
-        return _dt.datetime.fromisoformat(timestamp).timestamp() if timestamp else 0.0
-    except (TypeError, ValueError, OverflowError, OSError):
-        return 0.0
 
 
 def _clean_metrics(metrics: Mapping[str, Any] | None) -> dict[str, float | None]:

@@ -1,51 +1,46 @@
 """Load a checkpoint's weights into an existing model: safe, all-or-nothing, verified.
 
-``load_model_weights`` is the library behind Cell 34. Compared with the
-approved design's ``torch.load(weights_only=False)`` + ``load_state_dict``:
+``load_model_weights`` loads any checkpoint the engine lists into a model. Compared with
+``torch.load(weights_only=False)`` + ``load_state_dict``:
 
-* the file is opened with ``weights_only=True`` (no code from the file runs)
-  and ``mmap=True``: the optimizer state is never read, and the weights are
-  copied straight from the page cache into the model's own tensors, so only
-  one copy of the weights ever lives in private memory;
-* names, shapes and dtypes are checked *before* the model is touched, so a
-  failed load leaves the model bit-for-bit unchanged (``load_state_dict``
-  copies every matching tensor before it raises);
-* ``module.`` / ``_orig_mod.`` prefixes are stripped, bare state_dict files load,
-  float16/bfloat16 weights load into a float32 model with a conversion;
-* every tensor is checked bit-for-bit against the file afterwards, and tensors
-  holding NaN or Inf are named.
-
-Reading the file (and classifying its failures) lives in ``reading``, the
-name/shape/dtype comparison and its readable text in ``state_dict_diff``, the
-bit-level checks in ``tensor_checks``.
+* any source the engine knows loads (``sources/``: this notebook's files, nanoGPT,
+  Lightning, Hugging Face, DCP, ...), read through the reading boundary: no code from
+  the file runs, tensors are views of a memory-mapped file (the optimizer state is
+  never read), and each lands in the model's own tensor, so only one copy of the weights
+  ever lives in private memory;
+* names, shapes, dtypes, whether each dtype converts, and every source tensor's bytes
+  are checked *before* the model is touched, so a failed load leaves the model
+  bit-for-bit unchanged (``load_state_dict`` copies every matching tensor before it raises);
+* ``module.`` / ``_orig_mod.`` prefixes are stripped; float16/bfloat16 weights load into
+  a float32 model with a conversion;
+* each block is compared bit-for-bit with the file and searched for NaN/Inf right after
+  it is copied (``copying``);
+* ``strict=False`` loads what fits and reports the rest (``partial``).
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import gc
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from utils.training.precision import resolve_device
-
-from . import format as fmt
-from .errors import NotACheckpointError
-from .integrity import check_weight_checksums
-from .matching import match_names, mismatch_error
-from .metadata import normalise_metadata
+from .copying import CopyJob, copy_verified
+from .devices import resolve_device
+from .errors import CorruptCheckpointError, UnsafeCheckpointError
+from .matching import fit_weights
+from .partial import PartialPlan
 from .prefixes import unwrap_model
-from .reading import read_checkpoint_file
-from .state_dict_diff import StateDictDiff
-from .tensor_checks import equal_bits, has_nonfinite, storage_key
+from .record import CheckpointRecord
+from .sources import WeightSet, open_checkpoint, probe_path
+from .sources.trusted import trusted_checkpoint
 
-__all__ = ["LoadReport", "load_model_weights", "PREVIEW_LENGTH"]
+__all__ = ["LoadReport", "ModelMoveError", "load_model_weights", "PREVIEW_LENGTH"]
 
 PREVIEW_LENGTH = 5  # parameter tensors shown in the architecture preview
 _DTYPE_LABELS = {torch.float32: "FP32", torch.float16: "FP16", torch.bfloat16: "BF16", torch.float64: "FP64"}
@@ -53,28 +48,29 @@ _DTYPE_LABELS = {torch.float32: "FP32", torch.float16: "FP16", torch.bfloat16: "
 
 @dataclass
 class LoadReport:
-    """What ``load_model_weights`` did; Cell 34's panels are rendered from it.
+    """What ``load_model_weights`` did; the notebook's panels are rendered from it.
 
-    Sizes are in MiB (2**20 bytes). Shared (tied) tensors are counted once.
+    The checkpoint's own facts live in ``record`` (one typed record for every reader);
+    ``kind``, ``epoch``, ``metrics``, ... are read from it. Sizes are in MiB (2**20 bytes).
+    Shared (tied) tensors are counted once.
     """
 
     path: str
-    kind: str  # "full" | "legacy" | "bare" | "module" (a pickled nn.Module, trusted files only)
+    record: CheckpointRecord
     device: str
     mode: str = "eval"
-    epoch: int | None = None
-    global_step: int | None = None
-    timestamp: str | None = None
-    metrics: dict[str, float | None] = field(default_factory=dict)
-    config: dict[str, Any] | None = None
+    strict: bool = True
     stripped_prefixes: list[str] = field(default_factory=list)
     model_was_wrapped: bool = False
+    source_notes: list[str] = field(default_factory=list)  # what the source did to fit our names
     dtype_conversions: list[tuple[str, str, str]] = field(default_factory=list)
     nonfinite_tensors: list[str] = field(default_factory=list)
     verified: bool | None = None
     # CRC-32s compared (True), none in the file (False), not asked for (None)
     integrity_checked: bool | None = None
     tensors_loaded: int = 0
+    partial: PartialPlan | None = None  # strict=False: what loaded, was resized, kept, ignored
+    frozen_loaded: int = 0  # freeze_loaded=True: parameters frozen because they came from the file
     total_params: int = 0
     trainable_params: int = 0
     frozen_params: int = 0
@@ -87,8 +83,36 @@ class LoadReport:
 
     @property
     def name(self) -> str:
-        """The checkpoint's file name."""
+        """The checkpoint's file (or folder) name."""
         return Path(self.path).name
+
+    @property
+    def kind(self) -> str:
+        return self.record.kind
+
+    @property
+    def epoch(self) -> int | None:
+        return self.record.epoch
+
+    @property
+    def global_step(self) -> int | None:
+        return self.record.global_step
+
+    @property
+    def timestamp(self) -> str | None:
+        return self.record.timestamp
+
+    @property
+    def metrics(self) -> dict[str, float | None]:
+        return dict(self.record.metrics)
+
+    @property
+    def config(self) -> dict[str, Any] | None:
+        return dict(self.record.config) or None
+
+
+class ModelMoveError(RuntimeError):
+    """The weights were loaded, but the model could not be moved to the requested device."""
 
 
 def load_model_weights(
@@ -99,39 +123,58 @@ def load_model_weights(
     trust_pickle: bool = False,
     verify: bool = True,
     check_integrity: bool = False,
+    strict: bool = True,
+    freeze_loaded: bool = False,
 ) -> LoadReport:
     """Load a checkpoint's weights into ``model``, move it to ``device`` and set eval mode.
 
     Args:
         model: the model to fill (possibly wrapped by DataParallel/DDP/torch.compile).
-        checkpoint_path: a full, legacy or bare-state_dict checkpoint file.
+        checkpoint_path: a checkpoint file or folder of any kind ``list_checkpoints`` lists.
         device: where the model ends up; default CUDA when available, else CPU.
         trust_pickle: opt in to arbitrary unpickling for a file you trust (runs code from the file).
-        verify: compare every loaded tensor bit-for-bit with the file afterwards.
-        check_integrity: before copying, re-read the weights' bytes and compare them with the
-            CRC-32 checksums the file stores (catches damage that ``torch.load`` lets through;
-            about one more read of the weights, never of the optimizer state).
+        verify: compare every loaded tensor bit-for-bit with the file while copying.
+        check_integrity: before copying, compare the weights' bytes with the checksums the file
+            stores (a zip's CRC-32s: damage ``torch.load`` lets through; one more read of the
+            weights, never of the optimizer state).
+        strict: every tensor must fit (default). False: load what fits (see ``partial``).
+        freeze_loaded: set ``requires_grad=False`` on the parameters loaded whole from the file.
 
     Returns:
         A ``LoadReport``.
 
     Raises:
-        CheckpointNotFoundError: no such file, or the path is a folder.
-        CorruptCheckpointError: empty, truncated or unreadable file.
-        NotACheckpointError: a readable torch file without model weights.
+        CheckpointNotFoundError: no such file.
+        CorruptCheckpointError: empty, truncated, damaged or unreadable; NotACheckpointError: no weights.
         UnsafeCheckpointError: the file needs arbitrary unpickling and ``trust_pickle`` is False.
         ArchitectureMismatchError: the weights do not fit the model; the model is unchanged.
         ValueError: ``device`` asks for CUDA on a machine without it (checked before anything is read).
+        ModelMoveError: the weights were loaded but the move to ``device`` failed (the model
+            stays where it was).
     """
     start = time.perf_counter()
-    target = resolve_device("auto" if device is None else str(device))
-    with _gc_paused():
-        return _load(model, Path(checkpoint_path), target, trust_pickle, verify, check_integrity, start)
+    target = resolve_device(device)
+    path = Path(checkpoint_path).expanduser()
+    with _gc_paused(), _opened(path, trust_pickle) as (record, weights):
+        report = _load_into(
+            model, path, record, weights, _Options(verify, check_integrity, strict, freeze_loaded)
+        )
+    _move(model, target, report)
+    report.elapsed_s = time.perf_counter() - start
+    return report
+
+
+@dataclass(frozen=True)
+class _Options:
+    verify: bool
+    check_integrity: bool
+    strict: bool
+    freeze_loaded: bool
 
 
 @contextlib.contextmanager
 def _gc_paused() -> Iterator[None]:
-    """Unpickling creates thousands of objects, which can set off a full garbage collection
+    """Reading a pickle creates thousands of objects, which can set off a full garbage collection
     of the whole interpreter (70 ms in a fresh process, more in a busy notebook kernel);
     nothing made here needs collecting before we return."""
     was_enabled = gc.isenabled()
@@ -143,116 +186,106 @@ def _gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-def _load(
-    model: torch.nn.Module,
-    path: Path,
-    target: torch.device,
-    trust_pickle: bool,
-    verify: bool,
-    check_integrity: bool,
-    start: float,
+@contextlib.contextmanager
+def _opened(path: Path, trust_pickle: bool) -> Iterator[tuple[CheckpointRecord, WeightSet]]:
+    """(record, weights) of any known source; a refused pickle is loaded only with ``trust_pickle``."""
+    with contextlib.ExitStack() as stack:
+        try:
+            checkpoint = stack.enter_context(open_checkpoint(path))
+            record = checkpoint.record()
+            weights = stack.enter_context(checkpoint.weights())
+        except UnsafeCheckpointError:
+            if not trust_pickle:
+                raise
+            stack.close()
+            record, weights = trusted_checkpoint(stack.enter_context(probe_path(path)))
+        yield record, weights
+
+
+def _load_into(
+    model: torch.nn.Module, path: Path, record: CheckpointRecord, weights: WeightSet, options: _Options
 ) -> LoadReport:
-    loaded = read_checkpoint_file(path, trust_pickle=trust_pickle)
-    obj, kind, raw = _checkpoint_object(loaded.obj, path)
     # Everything that can fail on the file's contents happens before the model is touched.
-    meta = normalise_metadata(obj if kind in ("full", "legacy") else {})
     base = unwrap_model(model)
-    model_sd = base.state_dict()
-    weights, stripped, diff = match_names(raw, model_sd)
-    pairs = _pair_tensors(path, weights, model_sd, diff, meta["config"], base)
-    integrity = check_weight_checksums(path) if check_integrity else None
-    moved = any(pair.target.device != target for pair in pairs)
-    _copy_into(pairs)
-    model.to(target)
-    model.eval()
-    report = _describe(path, kind, meta, base)
-    report.stripped_prefixes, report.model_was_wrapped = stripped, base is not model
-    report.dtype_conversions, report.tensors_loaded = diff.dtype_conversions, len(pairs)
-    report.warnings.extend(loaded.warnings)
+    fitted = fit_weights(path, weights, base, record.config, strict=options.strict)
+    integrity = _check_integrity(path, fitted.weights, fitted.jobs) if options.check_integrity else None
+    result = copy_verified(fitted.jobs, options.verify)
+    frozen = _freeze(base, fitted.plan) if options.freeze_loaded else 0
+    report = _describe(path, record, base)
+    report.strict, report.partial, report.frozen_loaded = options.strict, fitted.plan, frozen
+    report.stripped_prefixes, report.model_was_wrapped = fitted.stripped, base is not model
+    report.source_notes = list(fitted.weights.notes)
+    report.dtype_conversions, report.tensors_loaded = fitted.diff.dtype_conversions, len(fitted.jobs)
     report.integrity_checked = integrity
-    # After a move to another device the model holds new tensors: look them up once more.
-    current = base.state_dict() if moved else model_sd
-    _check_after_load(report, [(pair.name, current[pair.name], pair.source) for pair in pairs], verify)
-    report.elapsed_s = time.perf_counter() - start
+    report.verified = None if not options.verify else not result.differing
+    report.nonfinite_tensors = result.nonfinite
+    _warn(report, result.differing)
     return report
 
 
-def _checkpoint_object(obj: Any, path: Path) -> tuple[Any, str, Mapping[str, Any]]:
-    """(the checkpoint, its kind, its weights); a whole pickled nn.Module counts as its state_dict."""
-    if isinstance(obj, torch.nn.Module):  # only reachable with trust_pickle=True
-        obj = obj.state_dict()
-        return obj, "module", obj
-    kind = fmt.checkpoint_kind(obj)
-    if kind is None:
-        raise NotACheckpointError(
+def _check_integrity(path: Path, weights: WeightSet, jobs: list[CopyJob]) -> bool:
+    """Compare the weights' bytes with the file's checksums; raise, touching nothing, on damage."""
+    damaged = weights.damaged([job.name for job in jobs])
+    if damaged:
+        shown = ", ".join(damaged[:5]) + (f", ... ({len(damaged) - 5} more)" if len(damaged) > 5 else "")
+        raise CorruptCheckpointError(
             path,
-            f"is a readable PyTorch file, but holds {fmt.describe_object(obj)}, not model weights",
-            expected="a checkpoint dict with 'model_state_dict', or a state_dict of tensors",
-            fix="pick a checkpoint written by Cell 32 (Run Training), or save model.state_dict()",
+            f"is damaged: {_tensors(len(damaged))} fail the file's own CRC-32 checksum ({shown}); "
+            "the bytes changed after the file was written (a disk or sync error)",
+            expected="weights whose bytes match the checksums stored when the checkpoint was saved",
+            fix="use another checkpoint (list_checkpoints(folder) lists them); this file cannot be repaired",
         )
-    return obj, kind, obj if kind == "bare" else obj[fmt.MODEL_STATE_KEY]
+    return damaged is not None
 
 
-@dataclass(frozen=True)
-class _Pair:
-    name: str
-    target: torch.Tensor  # the model's tensor (shares memory with the parameter)
-    source: torch.Tensor  # the checkpoint's tensor (memory-mapped)
+def _freeze(base: torch.nn.Module, plan: PartialPlan | None) -> int:
+    """``requires_grad=False`` on every parameter loaded whole from the file; returns their elements.
+
+    A resized tensor (some rows from the file, some new) stays trainable: its new rows must learn.
+    """
+    frozen = 0
+    for name, parameter in base.named_parameters():
+        if (plan is None or name in plan.loaded) and parameter.requires_grad:
+            parameter.requires_grad_(False)
+            frozen += parameter.numel()
+    return frozen
 
 
-def _pair_tensors(
-    path: Path,
-    weights: Mapping[str, Any],
-    model_sd: Mapping[str, torch.Tensor],
-    diff: StateDictDiff,
-    config: Mapping[str, Any],
-    base: torch.nn.Module,
-) -> list[_Pair]:
-    """Pair each distinct model tensor with its source; raise, touching nothing, on a mismatch."""
-    if not diff.ok:
-        raise mismatch_error(path, diff, config, base)
-    pairs: dict[tuple, _Pair] = {}
-    conflicts = []
-    for name, target in model_sd.items():
-        pair = pairs.setdefault(storage_key(target), _Pair(name, target, weights[name]))
-        if pair.name != name and not _same_source(pair.source, weights[name]):
-            conflicts.append(f"{pair.name} and {name} (one tensor in the model, two in the checkpoint)")
-    if conflicts:
-        raise mismatch_error(path, dataclasses.replace(diff, tied_conflicts=conflicts), config, base)
-    return list(pairs.values())
-
-
-def _same_source(a: torch.Tensor, b: torch.Tensor) -> bool:
-    """True when two checkpoint tensors hold the same bits (the cheap way first)."""
-    if storage_key(a) == storage_key(b):
-        return True
-    return a.dtype == b.dtype and a.shape == b.shape and equal_bits(a, b)
-
-
-def _copy_into(pairs: list[_Pair]) -> None:
-    """Copy each source into the model's own tensor (dtype converted on the fly)."""
-    with torch.no_grad():
-        for pair in pairs:
-            pair.target.copy_(pair.source)
-
-
-def _check_after_load(
-    report: LoadReport, loaded: list[tuple[str, torch.Tensor, torch.Tensor]], verify: bool
-) -> None:
-    """Verify bits (optional) and look for NaN/Inf in each distinct (name, model tensor, source)."""
-    if verify:
-        differing = [name for name, tensor, source in loaded if not equal_bits(tensor, source)]
-        report.verified = not differing
-        if differing:
-            report.warnings.append(
-                f"{_tensors(len(differing))} differ from the checkpoint after loading: {_names(differing)}"
-            )
-    report.nonfinite_tensors = [name for name, tensor, _ in loaded if has_nonfinite(tensor)]
+def _warn(report: LoadReport, differing: list[str]) -> None:
+    if differing:
+        report.warnings.append(
+            f"{_tensors(len(differing))} differ from the checkpoint after loading: {_names(differing)}"
+        )
     if report.nonfinite_tensors:
         report.warnings.append(
-            f"{_tensors(len(report.nonfinite_tensors))} with NaN or Inf values: {_names(report.nonfinite_tensors)} "
-            "(loaded anyway; the model's outputs will not be finite)"
+            f"{_tensors(len(report.nonfinite_tensors))} with NaN or Inf values: "
+            f"{_names(report.nonfinite_tensors)} (loaded anyway; the model's outputs will not be finite)"
         )
+
+
+def _move(model: torch.nn.Module, target: torch.device, report: LoadReport) -> None:
+    """Move the loaded model to ``target`` and set eval mode; a failed move puts it back where it was."""
+    base = unwrap_model(model)
+    first = next(iter(base.parameters()), None)
+    origin = first.device if first is not None else torch.device("cpu")
+    try:
+        model.to(target)
+    except (RuntimeError, ValueError) as error:
+        with contextlib.suppress(RuntimeError, ValueError):
+            model.to(origin)
+        raise ModelMoveError(
+            f"the weights were loaded, but moving the model to {target} failed "
+            f"({type(error).__name__}: {_first_line(error)}); the model stays on {origin}"
+        ) from error
+    model.eval()
+    report.mode = "eval"
+    report.device = str(next(iter(base.parameters()), torch.empty(0)).device)
+    report.architecture_preview = [(n, shape, report.device) for n, shape, _ in report.architecture_preview]
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0][:200] if text else ""
 
 
 def _tensors(count: int) -> str:
@@ -264,23 +297,16 @@ def _names(names: list[str], limit: int = 5) -> str:
     return shown + (f", ... ({len(names) - limit} more)" if len(names) > limit else "")
 
 
-def _describe(path: Path, kind: str, meta: Mapping[str, Any], base: torch.nn.Module) -> LoadReport:
-    """The report: the file's metadata (from ``normalise_metadata``) and the model's facts."""
+def _describe(path: Path, record: CheckpointRecord, base: torch.nn.Module) -> LoadReport:
+    """The report: the file's record and the model's facts (device and mode are set after the move)."""
     params = list(base.named_parameters())  # named_parameters() lists a tied tensor once
     buffers = list(base.named_buffers())
     trainable = sum(p.numel() for _, p in params if p.requires_grad)
     total = sum(p.numel() for _, p in params)
-    device = str(params[0][1].device) if params else str(next((b.device for _, b in buffers), "cpu"))
     return LoadReport(
         path=str(path),
-        kind=kind,
-        device=device,
-        mode="eval" if not base.training else "train",
-        epoch=meta["epoch"],
-        global_step=meta["global_step"],
-        timestamp=meta["timestamp"],
-        metrics=dict(meta["metrics"]),
-        config=meta["config"] or None,  # {} for a bare file or a checkpoint without one
+        record=record,
+        device="cpu",
         total_params=total,
         trainable_params=trainable,
         frozen_params=total - trainable,

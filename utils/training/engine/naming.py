@@ -18,6 +18,7 @@ from pathlib import Path
 __all__ = [
     "CHECKPOINT_PREFIX",
     "CHECKPOINT_SUFFIX",
+    "CHECKPOINT_SUFFIXES",
     "TEMP_MARKER",
     "ParsedName",
     "checkpoint_filename",
@@ -29,6 +30,8 @@ __all__ = [
 
 CHECKPOINT_PREFIX = "checkpoint"
 CHECKPOINT_SUFFIX = ".pt"
+# What the listing reads besides folders: our .pt, and the file names other tools use.
+CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin", ".safetensors")
 # A save in progress is written to ".<final name>.tmp-<pid>-<random>"; the
 # leading dot hides it from file browsers and the marker from the listing.
 TEMP_MARKER = ".tmp-"

@@ -1,7 +1,7 @@
 """One typed record of what a checkpoint is and holds: every reader returns it, every consumer reads it.
 
 A checkpoint's facts used to travel in several shapes (a metadata dict, the listing's
-entry, a normalised dict, the loader's report, Cell 33's results); a ``None`` in one of
+entry, a normalised dict, the loader's report, the recovered results); a ``None`` in one of
 them crashed a view that expected a number. Now each source reader (``sources/``)
 builds one :class:`CheckpointRecord` from whatever its file carries, and the listing,
 retention, the loader's report, recovery, resume and the notebook's views all read it.

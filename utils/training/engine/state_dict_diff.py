@@ -16,6 +16,7 @@ comparison is instant even for memory-mapped checkpoints.
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -24,12 +25,14 @@ from typing import Any
 import torch
 
 from .tensor_checks import storage_key
+from .text import safe_text, short_repr
 
 __all__ = [
     "StateDictDiff",
     "compare_state_dicts",
     "config_differences",
     "rebuild_hint",
+    "gpt_config_line",
     "model_config_dict",
     "collapse_names",
 ]
@@ -40,7 +43,7 @@ ShapeMismatch = tuple[str, tuple[int, ...], tuple[int, ...]]
 
 _NUMBER = re.compile(r"^\d+$")
 # The order GPTConfig declares its fields in; other keys follow in their own order.
-_GPT_FIELDS = ("vocab_size", "block_size", "n_layer", "n_head", "n_embd", "dropout", "bias")
+_GPT_FIELDS = ("vocab_size", "block_size", "n_layer", "n_head", "n_embd", "dropout", "bias", "activation")
 
 
 @dataclass(frozen=True)
@@ -106,7 +109,7 @@ class StateDictDiff:
         for title, lines in sections:
             if lines:
                 out.append(f"{title}:")
-                out.extend(f"  {line}" for line in _capped(lines, max_lines))
+                out.extend(f"  {safe_text(line)}" for line in _capped(lines, max_lines))
         if self.rebuild_hint:
             out.append("Build a matching model:")
             out.append(f"  {self.rebuild_hint}")
@@ -166,7 +169,15 @@ def compare_state_dicts(
 
 
 def _unusable(value: Any) -> str | None:
-    """Why a checkpoint value cannot be copied into a dense tensor; None when it can."""
+    """Why a checkpoint value cannot be copied into a dense tensor; None when it can.
+
+    ``value`` is a tensor or a source's ``TensorSpec`` (shape, dtype and ``problem`` known
+    without reading data; a sparse tensor's spec has no problem: the reader densifies it).
+    """
+    if hasattr(value, "problem") and hasattr(value, "shape"):
+        if value.problem is None and value.dtype is None:
+            return "a tensor of unknown dtype"
+        return value.problem
     if not isinstance(value, torch.Tensor):
         return f"a {type(value).__name__}, not a tensor"
     if value.layout != torch.strided:
@@ -200,7 +211,8 @@ def config_differences(
     keys = list(checkpoint_config) + [k for k in model_config if k not in checkpoint_config]
     lines = []
     for key in keys:
-        ours, theirs = model_config.get(key, _ABSENT), checkpoint_config.get(key, _ABSENT)
+        ours = model_config.get(key, _ABSENT)
+        theirs = checkpoint_config.get(key, _IMPLIED.get(key, _ABSENT))
         if ours != theirs:
             lines.append(f"{key}: checkpoint {_show(theirs)}, model {_show(ours)}")
     return lines
@@ -212,30 +224,41 @@ class _Absent:
 
 
 _ABSENT = _Absent()
+# Settings added after checkpoints were written without them: absent means this value.
+_IMPLIED = {"activation": "gelu"}
 
 
 def _show(value: Any) -> str:
-    return repr(value) if isinstance(value, (str, _Absent)) else str(value)
+    return short_repr(value)
 
 
-def rebuild_hint(checkpoint_model_config: Mapping[str, Any] | None) -> str | None:
-    """The one line of Python that builds a model matching the checkpoint.
+def rebuild_hint(path: str | os.PathLike) -> str:
+    """The line of Python that builds a model fitting the checkpoint at ``path``.
 
-    Args:
-        checkpoint_model_config: the ``config["model"]`` dict stored in the checkpoint.
-
-    Returns:
-        e.g. ``model = GPT(GPTConfig(vocab_size=256, block_size=64, n_layer=2, ...))``,
-        or None when the checkpoint stores no usable model config.
+    ``build_model_from_checkpoint`` reads the model settings the file carries (or infers
+    them from its tensor shapes), so the line works for every source the engine reads.
     """
+    return f"model, load_report = build_model_from_checkpoint({str(path)!r})"
+
+
+def gpt_config_line(checkpoint_model_config: Mapping[str, Any] | None) -> str | None:
+    """``GPTConfig(vocab_size=256, ...)`` for a stored model config, or None when it is not plain."""
     if not isinstance(checkpoint_model_config, Mapping) or not checkpoint_model_config:
         return None
     if not all(isinstance(key, str) and key.isidentifier() for key in checkpoint_model_config):
         return None
+    if not all(_plain_setting(value) for value in checkpoint_model_config.values()):
+        return None  # a line to copy into a cell must be short, plain Python
     order = [k for k in _GPT_FIELDS if k in checkpoint_model_config]
     order += [k for k in checkpoint_model_config if k not in _GPT_FIELDS]
     args = ", ".join(f"{key}={checkpoint_model_config[key]!r}" for key in order)
-    return f"model = GPT(GPTConfig({args}))"
+    return f"GPTConfig({args})"
+
+
+def _plain_setting(value: Any) -> bool:
+    if isinstance(value, str):
+        return len(value) <= 64 and value.isprintable()
+    return value is None or isinstance(value, (bool, int, float)) and len(repr(value)) <= 32
 
 
 def model_config_dict(model: torch.nn.Module) -> dict[str, Any] | None:

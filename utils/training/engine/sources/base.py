@@ -31,6 +31,7 @@ from typing import Any, ClassVar
 import torch
 
 from ..record import CheckpointRecord
+from ..untrusted import UntrustedFile
 
 __all__ = ["Probe", "Source", "TensorSpec", "WeightSet"]
 
@@ -67,6 +68,8 @@ class WeightSet:
             weights); names missing here are distinct.
         notes: what the source did to fit our names (one sentence each, shown to the user).
         close: releases the file (unmaps it); called by :meth:`close` / the context manager.
+        checksums: given names, those whose stored bytes fail the file's own checksums (a zip's
+            CRC-32s); None when the format stores none.
     """
 
     def __init__(
@@ -77,12 +80,14 @@ class WeightSet:
         storage_keys: Mapping[str, Hashable] | None = None,
         notes: tuple[str, ...] = (),
         close: Callable[[], None] | None = None,
+        checksums: Callable[[list[str]], list[str]] | None = None,
     ) -> None:
         self._specs = dict(specs)
         self._read = read
         self._storage_keys = dict(storage_keys or {})
         self.notes = notes
         self._close = close
+        self._checksums = checksums
 
     def names(self) -> list[str]:
         return list(self._specs)
@@ -103,15 +108,20 @@ class WeightSet:
         """Equal for two names stored as one tensor (tied weights), distinct otherwise."""
         return self._storage_keys.get(name, ("own", name))
 
-    def renamed(self, mapping: Mapping[str, str]) -> WeightSet:
+    def damaged(self, names: list[str]) -> list[str] | None:
+        """Those of ``names`` whose bytes fail the file's checksums; None when it stores none."""
+        return None if self._checksums is None else self._checksums(names)
+
+    def renamed(self, mapping: Mapping[str, str], notes: tuple[str, ...] = ()) -> WeightSet:
         """The same weights under new names (``mapping``: new name -> current name)."""
-        read = self._read
+        read, checksums = self._read, self._checksums
         return WeightSet(
             {new: self._specs[old] for new, old in mapping.items()},
             lambda name: read(mapping[name]),
             storage_keys={new: self.storage_key(old) for new, old in mapping.items()},
-            notes=self.notes,
+            notes=self.notes + notes,
             close=self._close,
+            checksums=None if checksums is None else lambda names: checksums([mapping[n] for n in names]),
         )
 
     def close(self) -> None:
@@ -137,8 +147,9 @@ class Probe:
     """What a source may look at to claim a path, gathered once per path.
 
     ``head`` holds the first bytes of a regular file (empty for a folder); ``entries`` the
-    names in a folder (empty for a file). ``cache`` lets sources share expensive reads of
-    the same path (e.g. the torch file's structure) during one detection.
+    names in a folder (empty for a file); ``file`` the regular file, open through the
+    reading boundary until the probe's checkpoint is closed. ``cache`` lets sources share
+    expensive reads of the same path (e.g. the torch file's structure).
     """
 
     path: Path
@@ -147,6 +158,7 @@ class Probe:
     head: bytes = b""
     entries: tuple[str, ...] = ()
     link_target: Path | None = None
+    file: UntrustedFile | None = None
     cache: dict[str, Any] = field(default_factory=dict)
 
     def cached(self, key: str, compute: Callable[[], Any]) -> Any:

@@ -8,15 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from utils.training.engine.errors import (
-    ArchitectureMismatchError,
-    CheckpointNotFoundError,
-    CorruptCheckpointError,
-    NotACheckpointError,
-    UnsafeCheckpointError,
-)
-from utils.training.engine.loading import LoadReport
-from utils.training.engine.panels import (
+from utils.notebook.panels import (
     RULE,
     render_architecture_mismatch,
     render_available_checkpoints,
@@ -28,6 +20,15 @@ from utils.training.engine.panels import (
     render_selection,
     render_unsafe_checkpoint,
 )
+from utils.training.engine.errors import (
+    ArchitectureMismatchError,
+    CheckpointNotFoundError,
+    CorruptCheckpointError,
+    NotACheckpointError,
+    UnsafeCheckpointError,
+)
+from utils.training.engine.loading import LoadReport
+from utils.training.engine.record import CheckpointRecord
 from utils.training.engine.state_dict_diff import StateDictDiff
 
 NAME_9 = "checkpoint_epoch0009_step000009_20251122_065455.pt"
@@ -62,14 +63,18 @@ def _gpt2_report(**changes) -> LoadReport:
         ("transformer.h.0.ln_1.bias", [768], "cuda:0"),
         ("transformer.h.0.attn.c_attn.weight", [2304, 768], "cuda:0"),
     ]
-    report = LoadReport(
-        path=f"/content/checkpoints/{NAME_9}",
+    record_fields = dict(
         kind="full",
-        device="cuda:0",
         epoch=9,
         global_step=9,
         timestamp="2025-01-22T06:54:55",
         metrics={"train_loss": 0.4231, "val_loss": 0.3876, "learning_rate": 0.00005},
+    )
+    record_fields.update({k: changes.pop(k) for k in list(changes) if k in record_fields})
+    report = LoadReport(
+        path=f"/content/checkpoints/{NAME_9}",
+        record=CheckpointRecord(path=Path(f"/content/checkpoints/{NAME_9}"), **record_fields),
+        device="cuda:0",
         verified=True,
         tensors_loaded=148,
         total_params=124_439_808,

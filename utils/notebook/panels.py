@@ -1,5 +1,9 @@
 """Cell 34's text panels: pure functions from data to the approved design's layout.
 
+The engine's errors say what happened and the API fix; these panels add the notebook's
+advice (which cell to run). Every name or string that came from a file is printed
+through ``safe_text``.
+
 Each function returns a string; the cell prints them in order with ``print``.
 A panel ends with the blank line the design shows after it, so printing them
 one after another reproduces the design's output exactly. Nothing here
@@ -14,13 +18,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .errors import (
+from utils.training.engine.errors import (
     ArchitectureMismatchError,
     CheckpointError,
     CorruptCheckpointError,
     NotACheckpointError,
     UnsafeCheckpointError,
 )
+from utils.training.engine.record import KINDS
+from utils.training.engine.text import safe_text
 
 __all__ = [
     "RULE",
@@ -48,6 +54,7 @@ _KIND_LABELS = {
     "legacy": "legacy checkpoint (the earlier training cell's format)",
     "bare": "bare state_dict (weights only: no epoch, metrics or config)",
     "module": "pickled model object (trusted file)",
+    **{kind: label for kind, label in KINDS.items() if kind not in ("full", "legacy", "bare", "module")},
 }
 _MAX_LISTED = 10  # checkpoints shown in AVAILABLE CHECKPOINTS
 
@@ -90,7 +97,7 @@ def render_available_checkpoints(checkpoints: Sequence[Any], selected_index: int
             f"{mark} [{i}] Epoch {_number(info.epoch, 2)} | Step {_number(info.global_step, 4)} | "
             f"train_loss={_loss(info.train_loss)} | val_loss={_loss(info.val_loss)}"
         )
-        lines.extend([f"     {info.name}", ""])
+        lines.extend([f"     {safe_text(info.name, 120)}", ""])
     if len(checkpoints) > len(shown):
         lines.extend([f"  ... and {len(checkpoints) - len(shown)} more checkpoints", ""])
     if not checkpoints:
@@ -128,6 +135,7 @@ def render_load_report(
     """
     sections = (
         _loading_section(report),
+        _partial_section(report),
         _checkpoint_info_section(report),
         _model_info_section(report),
         _preview_section(report),
@@ -140,13 +148,38 @@ def render_load_report(
 def _loading_section(report: Any) -> list[str]:
     mode = "Evaluation (dropout/batchnorm frozen)" if report.mode == "eval" else "Training"
     return _header("LOADING MODEL WEIGHTS") + [
-        f"📂 Loading checkpoint: {Path(report.path).name}",
+        f"📂 Loading checkpoint: {safe_text(Path(report.path).name, 120)}",
         "✅ Weights loaded successfully!",
         "",
         f"📍 Device: {report.device}",
         f"🎯 Mode: {mode}",
         "",
     ]
+
+
+def _partial_section(report: Any) -> list[str]:
+    """PARTIAL LOAD (``strict=False`` only): what came from the file, grouped, layers collapsed."""
+    plan = getattr(report, "partial", None)
+    if plan is None:
+        return []
+    share = f"{plan.share_from_file:.1%}"
+    lines = _header("PARTIAL LOAD") + [
+        f"📦 From the file: {share} of the model's parameters ({plan.loaded_params:,} of {plan.total_params:,})",
+        "",
+    ]
+    icons = {"Loaded": "✅", "Resized": "🔁", "Kept": "🟰", "Ignored": "🚫", "Shape": "⚠️ "}
+    for title, entries in plan.sections():
+        lines.append(f"{icons.get(title.split()[0], '•')} {title}:")
+        lines.extend(f"   {safe_text(entry)}" for entry in entries[:_MAX_PARTIAL_LINES])
+        if len(entries) > _MAX_PARTIAL_LINES:
+            lines.append(f"   ... and {len(entries) - _MAX_PARTIAL_LINES} more")
+        lines.append("")
+    if getattr(report, "frozen_loaded", 0):
+        lines.extend([f"🧊 Frozen: {report.frozen_loaded:,} parameters that came from the file", ""])
+    return lines
+
+
+_MAX_PARTIAL_LINES = 8
 
 
 def _checkpoint_info_section(report: Any) -> list[str]:
@@ -226,6 +259,7 @@ def _verification_section(report: Any, validation_loss: float | None, vocab_size
         )
     stripped = ", ".join(repr(p) for p in report.stripped_prefixes) or "none"
     lines.append(f"✂️  Wrapper prefixes stripped: {stripped}")
+    lines.extend(f"🔧 {safe_text(note)}" for note in getattr(report, "source_notes", ()))
     if report.model_was_wrapped:
         lines.append("🎁 The model is wrapped (DataParallel/DDP/torch.compile): loaded into the inner model")
     lines.append(f"🔁 Dtype conversions: {_conversions(report.dtype_conversions)}")
@@ -315,7 +349,9 @@ def render_no_checkpoints(checkpoint_dir: str | Path, skipped: Sequence[tuple[An
         lines.append(
             f"⚠️  {len(skipped)} unreadable {'file was' if len(skipped) == 1 else 'files were'} skipped:"
         )
-        lines.extend(f"   - {Path(path).name}: {reason}" for path, reason in skipped)
+        lines.extend(
+            f"   - {safe_text(Path(path).name, 120)}: {safe_text(reason)}" for path, reason in skipped
+        )
         lines.append("")
     return _join(
         lines
@@ -354,7 +390,7 @@ def render_architecture_mismatch(error: ArchitectureMismatchError) -> str:
 
 
 def _file_name(error: CheckpointError) -> str:
-    return Path(error.path).name if error.path else "(unknown)"
+    return safe_text(Path(error.path).name, 120) if error.path else "(unknown)"
 
 
 def render_corrupt_checkpoint(error: CorruptCheckpointError, next_candidate_name: str | None) -> str:
@@ -366,7 +402,13 @@ def render_corrupt_checkpoint(error: CorruptCheckpointError, next_candidate_name
     """
     weightless = isinstance(error, NotACheckpointError)
     title = "File holds no model weights!" if weightless else "Checkpoint file is damaged!"
-    lines = [f"❌ ERROR: {title}", "", f"📂 File: {_file_name(error)}", f"   {error.problem}", ""]
+    lines = [
+        f"❌ ERROR: {title}",
+        "",
+        f"📂 File: {_file_name(error)}",
+        f"   {safe_text(error.problem, None)}",
+        "",
+    ]
     if error.fix:
         lines.extend(["💡 What this means:", f"   {error.fix}", ""])
     lines.append("🔧 To fix:")
@@ -392,7 +434,7 @@ def render_unsafe_checkpoint(error: UnsafeCheckpointError) -> str:
             "❌ ERROR: Checkpoint refused: loading it could run code!",
             "",
             f"📂 File: {_file_name(error)}",
-            f"   {error.problem}",
+            f"   {safe_text(error.problem, None)}",
             "",
             "💡 Why:",
             "   This file holds pickled Python objects, not only tensors and numbers.",
@@ -410,13 +452,25 @@ def render_unsafe_checkpoint(error: UnsafeCheckpointError) -> str:
     )
 
 
-def render_device_failure(error: Exception, device: Any) -> str:
-    """The model could not be put on ``device`` (no GPU for DEVICE='cuda', CUDA out of memory)."""
+def render_device_failure(error: Exception, device: Any, *, loaded: bool = False) -> str:
+    """The model could not be put on ``device`` (no GPU for DEVICE='cuda', CUDA out of memory).
+
+    Args:
+        loaded: the weights were loaded and only the move failed (``ModelMoveError``): the
+            model holds the checkpoint's weights on its previous device.
+    """
+    first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    state = (
+        "ℹ️  The file is fine and the weights were loaded; only the move failed (the model stayed put)."
+        if loaded
+        else "ℹ️  The file was not the problem: nothing was loaded and the model is unchanged."
+    )
     return _join(
         [
             f"❌ ERROR: The model could not be loaded onto {device or 'the default device'}!",
             "",
-            f"📋 {type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''}",
+            f"📋 {type(error).__name__}: {safe_text(first)}",
+            state,
             "",
             "🔧 To fix:",
             "   1. Set DEVICE = 'cpu' in Cell 3 (Parameters), then re-run Cells 5, 13 and this cell",
@@ -436,7 +490,7 @@ def render_load_error(error: CheckpointError, next_candidate_name: str | None = 
     if isinstance(error, CorruptCheckpointError):
         return render_corrupt_checkpoint(error, next_candidate_name)
     lines = ["❌ ERROR: The checkpoint could not be loaded!", "", f"📂 File: {_file_name(error)}"]
-    lines.append(f"   {error.problem}")
+    lines.append(f"   {safe_text(error.problem, None)}")
     if error.fix:
         lines.extend(["", "🔧 To fix:", f"   {error.fix}"])
     if next_candidate_name:

@@ -1,0 +1,115 @@
+"""Copy checkpoint tensors into a model's own tensors: checked first, verified while copying.
+
+The loader promises that a failed load changes nothing. Names, shapes and dtypes are
+compared before anything else (``state_dict_diff``); this module adds the last checks
+that can still fail on a copy, run before the first byte is written:
+
+* every source tensor is materialised (a view of the memory-mapped file: a missing or
+  too-short member fails here, not half-way through the copy);
+* every pair of (file dtype, model dtype, model device) is copied once on a one-element
+  tensor: a dtype that ``copy_`` cannot convert (a float4 tensor, say) is refused with
+  that reason instead of failing after earlier tensors were copied.
+
+The copy itself goes row block by row block (about a megabyte at a time), and each
+block is compared bit-for-bit with the file and searched for NaN/Inf right after it is
+written, while both are still in the CPU's cache: verification costs little more than
+the copy, where separate passes would read the whole model twice more.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import torch
+
+from .tensor_checks import equal_bits, has_nonfinite
+
+__all__ = ["CopyJob", "CopyResult", "UncopyableError", "check_copyable", "copy_verified"]
+
+_BLOCK_BYTES = 1 << 20
+
+
+@dataclass(frozen=True)
+class CopyJob:
+    """One model tensor (or its first rows, for a resized tensor) and its source."""
+
+    name: str
+    target: torch.Tensor
+    source: torch.Tensor
+
+
+class UncopyableError(ValueError):
+    """A source dtype the model's dtype cannot be converted from on the model's device."""
+
+    def __init__(
+        self, names: list[str], source: torch.dtype, target: torch.dtype, device: torch.device, why: str
+    ):
+        self.names = names
+        super().__init__(
+            f"{len(names)} tensor(s) ({', '.join(names[:3])}{', ...' if len(names) > 3 else ''}) are "
+            f"{_name(source)} in the file and cannot be converted to the model's {_name(target)} on "
+            f"{device} ({why})"
+        )
+
+
+def _name(dtype: torch.dtype) -> str:
+    return str(dtype).replace("torch.", "")
+
+
+def check_copyable(jobs: Iterable[CopyJob]) -> None:
+    """Copy one element for every distinct (source dtype, target dtype, target device).
+
+    Raises:
+        UncopyableError: naming the tensors of the first combination that fails.
+    """
+    groups: dict[tuple, list[str]] = {}
+    for job in jobs:
+        groups.setdefault((job.source.dtype, job.target.dtype, job.target.device), []).append(job.name)
+    for (source, target, device), names in groups.items():
+        try:
+            probe = torch.zeros(1, dtype=target, device=device)
+            probe.copy_(torch.zeros(1, dtype=source))
+        except (RuntimeError, TypeError, NotImplementedError) as error:
+            why = str(error).strip().splitlines()[0][:120] if str(error).strip() else type(error).__name__
+            raise UncopyableError(names, source, target, device, why) from error
+
+
+@dataclass
+class CopyResult:
+    """What the copy found: tensors that differ from the file afterwards, and ones holding NaN/Inf."""
+
+    differing: list[str]
+    nonfinite: list[str]
+
+
+def copy_verified(jobs: Iterable[CopyJob], verify: bool) -> CopyResult:
+    """Copy every job block by block; compare each block with its source (``verify``) and look
+    for NaN/Inf in it right after writing it.
+    """
+    result = CopyResult([], [])
+    with torch.no_grad():
+        for job in jobs:
+            same, finite = _copy_blocks(job.target, job.source, verify)
+            if not same:
+                result.differing.append(job.name)
+            if not finite:
+                result.nonfinite.append(job.name)
+    return result
+
+
+def _copy_blocks(target: torch.Tensor, source: torch.Tensor, verify: bool) -> tuple[bool, bool]:
+    if target.dim() == 0 or not target.is_contiguous() or target.shape[0] == 0:
+        target.copy_(source)
+        return (not verify or equal_bits(target, source)), not has_nonfinite(target)
+    row_bytes = max(1, target[0].numel() * target.element_size())
+    step = max(1, _BLOCK_BYTES // row_bytes)
+    same = finite = True
+    for start in range(0, target.shape[0], step):
+        block, original = target[start : start + step], source[start : start + step]
+        block.copy_(original)
+        if verify and same and not equal_bits(block, original):
+            same = False
+        if finite and has_nonfinite(block):
+            finite = False
+    return same, finite

@@ -1,0 +1,223 @@
+"""This notebook's own checkpoints: full (with our JSON record), legacy, and bare state_dicts.
+
+A full checkpoint carries a small JSON record as its zip's last member, so its record
+is read from a few kilobytes at the end of the file. The record is evidence, not truth:
+before the listing ranks it, :func:`record_disagreement` checks that it agrees with the
+file it sits in -- the archive has its ``data.pkl`` first, with the CRC-32, size, entry
+count and tensor bytes the record claims, and the file name's epoch and step are the
+record's. All of this reads only the zip's first and last directory entries, so listing
+cost does not grow with the model. A file that disagrees is refused (the listing skips
+it, retention never counts it), whatever it claims.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from .. import format as fmt
+from ..errors import CorruptCheckpointError
+from ..naming import parse_checkpoint_filename
+from ..record import CheckpointRecord, clean_float, clean_int, clean_timestamp
+from ..safe_unpickle import TensorStub
+from ..torchfile import DAMAGED_FIX, TorchFile
+from ..untrusted import LIMITS
+from .base import Probe, Source, WeightSet
+from .records import clean_config, clean_data_state, clean_history, clean_metrics
+from .torch_files import is_torch_file, structure_of, stub_weights, torch_file
+
+__all__ = ["NativeSource", "BareSource", "read_own_record", "record_disagreement", "record_from_fields"]
+
+
+class NativeSource(Source):
+    """``save_checkpoint``'s files ("full") and the earlier training cell's dicts ("legacy")."""
+
+    kind = "full"
+
+    def claims(self, probe: Probe) -> bool:
+        if not is_torch_file(probe):
+            return False
+        if _json_record(probe) is not None:
+            return True
+        structure = structure_of(probe)
+        return fmt.checkpoint_kind(structure, TensorStub) in ("full", "legacy")
+
+    def read_record(self, probe: Probe) -> CheckpointRecord:
+        record = _json_record(probe)
+        if record is not None:
+            return _record_from_json(probe, record)
+        structure = structure_of(probe)
+        kind = fmt.checkpoint_kind(structure, TensorStub)
+        source = torch_file(probe)
+        raw = {key: structure[key] for key in fmt.METADATA_KEYS if key in structure}
+        raw[fmt.METRICS_KEY] = _scalars(source, structure.get(fmt.METRICS_KEY))
+        facts = fmt.content_facts(structure, TensorStub)
+        return record_from_fields(probe, raw, kind=kind, source="pickle", facts=facts)
+
+    def open_weights(self, probe: Probe) -> WeightSet:
+        return stub_weights(probe, fmt.model_state_of(structure_of(probe), TensorStub))
+
+    def open_training_state(self, probe: Probe) -> Mapping[str, Any] | None:
+        source = torch_file(probe)
+        return source.materialize(structure_of(probe))
+
+
+class BareSource(Source):
+    """A plain ``torch.save(model.state_dict())``: names and tensors, nothing else."""
+
+    kind = "bare"
+
+    def claims(self, probe: Probe) -> bool:
+        return is_torch_file(probe) and fmt.checkpoint_kind(structure_of(probe), TensorStub) == "bare"
+
+    def read_record(self, probe: Probe) -> CheckpointRecord:
+        facts = fmt.content_facts(structure_of(probe), TensorStub)
+        return record_from_fields(probe, {}, kind="bare", source="pickle", facts=facts)
+
+    def open_weights(self, probe: Probe) -> WeightSet:
+        return stub_weights(probe, structure_of(probe))
+
+
+def read_own_record(path: Path) -> CheckpointRecord | None:
+    """The record of a file written by ``save_checkpoint``, from its JSON record alone.
+
+    Never unpickles anything (retention reads every checkpoint of a folder on each save).
+
+    Returns:
+        The confirmed record, or None when the file carries no record of ours.
+
+    Raises:
+        CheckpointError: the file cannot be read, is damaged, or its record disagrees with it.
+    """
+    from . import probe_path  # the package's probe (one boundary for every read)
+
+    with probe_path(path) as probe:
+        if not is_torch_file(probe):
+            return None
+        record = _json_record(probe)
+        return _record_from_json(probe, record) if record is not None else None
+
+
+def _json_record(probe: Probe) -> dict | None:
+    """Our JSON record (the zip's last member), parsed; None when the file has none."""
+
+    def read() -> dict | None:
+        source = torch_file(probe)
+        if not source.is_zip:
+            return None
+        last, first = source.last_entry(), source.first_entry()
+        root = first.name.split("/", 1)[0] if first is not None else None
+        if last is None or root is None or last.name != f"{root}/{fmt.METADATA_RECORD}":
+            return None
+        data = source.read_member(last, LIMITS.record_bytes)
+        try:
+            record = json.loads(data)
+        except (ValueError, RecursionError):
+            raise CorruptCheckpointError(
+                probe.path, "its metadata record is not valid JSON", fix=DAMAGED_FIX
+            ) from None
+        return record if isinstance(record, dict) and fmt.FORMAT_VERSION_KEY in record else None
+
+    return probe.cached("json_record", read)
+
+
+def _record_from_json(probe: Probe, record: dict) -> CheckpointRecord:
+    problem = record_disagreement(torch_file(probe), record, probe.path)
+    if problem is not None:
+        raise CorruptCheckpointError(
+            probe.path,
+            f"its metadata record disagrees with the file ({problem}): it was not written with this "
+            "file, or the file was altered",
+            expected="a record that matches the checkpoint it sits in",
+            fix="do not trust this file's claims; load another checkpoint (it is never picked as best or latest)",
+        )
+    facts = {
+        "has_optimizer": record.get("has_optimizer") is True,
+        "has_rng_state": record.get("has_rng_state") is True,
+        "tensor_count": clean_int(record.get("tensor_count")),
+    }
+    return record_from_fields(probe, record, kind="full", source="record", facts=facts)
+
+
+def record_disagreement(source: TorchFile, record: Mapping[str, Any], path: Path) -> str | None:
+    """Why ``record`` does not describe the zip it sits in; None when it agrees.
+
+    Reads the first and last directory entries only (a few KB whatever the model's size).
+    """
+    first, end = source.first_entry(), source.end
+    if first is None or first.name.count("/") != 1 or not first.name.endswith("/data.pkl"):
+        return "the archive has no data.pkl"
+    facts = record.get(fmt.ARCHIVE_FACTS_KEY)
+    if isinstance(facts, Mapping):
+        last = source.last_entry()
+        claims = (
+            ("entries", end.entries - 1),
+            ("data_pkl_crc32", first.crc),
+            ("data_pkl_size", first.size),
+        )
+        for key, actual in claims:
+            if facts.get(key) != actual:
+                return f"{key}: the record says {_short(facts.get(key))}, the file has {actual:,}"
+        tensor_bytes = clean_int(facts.get("storage_bytes"))
+        if tensor_bytes is None or last is None or tensor_bytes > last.header_offset:
+            return f"its tensors would need {_short(facts.get('storage_bytes'))} bytes, the file holds fewer"
+    elif end.entries < 3:  # data.pkl, at least one tensor, the record
+        return "the archive holds no tensor data"
+    parsed = parse_checkpoint_filename(path.name)
+    if parsed is not None:
+        for key, from_name in (("epoch", parsed.epoch), ("global_step", parsed.global_step)):
+            if clean_int(record.get(key)) != from_name:
+                return f"the file name says {key} {from_name}, the record {_short(record.get(key))}"
+    return None
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 24 else text[:21] + "..."
+
+
+def record_from_fields(
+    probe: Probe, raw: Mapping[str, Any], *, kind: str, source: str, facts: Mapping[str, Any], notes=()
+) -> CheckpointRecord:
+    """A record from a checkpoint dict or our JSON record (any value cleaned), filled from the
+    file name where the file lacks epoch, step or time."""
+    epoch = clean_int(raw.get(fmt.EPOCH_KEY))
+    step = clean_int(raw.get(fmt.GLOBAL_STEP_KEY))
+    timestamp = clean_timestamp(raw.get(fmt.TIMESTAMP_KEY))
+    parsed = parse_checkpoint_filename(probe.path.name)
+    if parsed is not None:
+        epoch = parsed.epoch if epoch is None else epoch
+        step = parsed.global_step if step is None else step
+        timestamp = timestamp or parsed.timestamp.isoformat(timespec="seconds")
+    return CheckpointRecord(
+        path=probe.path,
+        kind=kind,
+        epoch=epoch,
+        global_step=step,
+        timestamp=timestamp,
+        metrics=clean_metrics(raw.get(fmt.METRICS_KEY)),
+        history=clean_history(raw.get(fmt.HISTORY_KEY)),
+        config=clean_config(raw.get(fmt.CONFIG_KEY)),
+        data_state=clean_data_state(raw.get(fmt.DATA_STATE_KEY)),
+        has_optimizer=bool(facts.get("has_optimizer")),
+        has_rng_state=bool(facts.get("has_rng_state")),
+        tensor_count=facts.get("tensor_count"),
+        size_bytes=probe.size,
+        format_version=clean_int(raw.get(fmt.FORMAT_VERSION_KEY)),
+        source=source,
+        link_target=probe.link_target,
+        notes=tuple(notes),
+    )
+
+
+def _scalars(source: TorchFile, metrics: Any) -> dict[str, Any]:
+    """Metrics of a pickled dict, one-element tensors (legacy files stored losses so) read as numbers."""
+    if not isinstance(metrics, Mapping):
+        return {}
+    return {
+        key: source.scalar(value) if isinstance(value, TensorStub) else clean_float(value)
+        for key, value in metrics.items()
+        if isinstance(key, str)
+    }

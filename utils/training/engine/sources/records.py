@@ -1,0 +1,80 @@
+"""Cleaning the metadata a file carries into the record's typed fields.
+
+A record's values come from JSON or a pickle that anyone could have written. Each
+function keeps what has the expected type and range and drops the rest, so a view
+never meets a 400-digit integer, a NaN loss or a string where a number belongs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from ..record import METRIC_NAMES, clean_float, clean_int
+
+__all__ = ["clean_config", "clean_data_state", "clean_history", "clean_metrics"]
+
+_MAX_ROWS = 100_000  # epochs in a history
+_MAX_KEYS = 4_096  # entries kept from one row, config section or statistics table
+_MAX_KEY_CHARS = 256
+_COUNTERS = ("epoch", "global_step")
+
+
+def _keyed(raw: Any) -> list[tuple[str, Any]]:
+    """The (key, value) pairs of a mapping whose keys are short strings (others dropped), capped."""
+    if not isinstance(raw, Mapping):
+        return []
+    pairs = []
+    for key, value in raw.items():
+        if isinstance(key, str) and len(key) <= _MAX_KEY_CHARS:
+            pairs.append((key, value))
+            if len(pairs) >= _MAX_KEYS:
+                break
+    return pairs
+
+
+def clean_metrics(raw: Any) -> dict[str, float | None]:
+    """Every name of METRIC_NAMES (a finite float or None), then extra numeric metrics."""
+    pairs = dict(_keyed(raw))
+    metrics = {name: clean_float(pairs.pop(name, None)) for name in METRIC_NAMES}
+    metrics.update(
+        (key, clean_float(value)) for key, value in pairs.items() if clean_float(value) is not None
+    )
+    return metrics
+
+
+def clean_history(raw: Any) -> tuple[dict[str, Any], ...]:
+    """Per-epoch rows: counters as ints, numbers as floats, one level of ``name -> number`` tables
+    (per-tensor statistics); anything else dropped."""
+    if not isinstance(raw, (list, tuple)):
+        return ()
+    rows = []
+    for row in raw[:_MAX_ROWS]:
+        if not isinstance(row, Mapping):
+            continue
+        clean: dict[str, Any] = {}
+        for key, value in _keyed(row):
+            if key in _COUNTERS:
+                clean[key] = clean_int(value)
+            elif isinstance(value, Mapping):
+                clean[key] = {name: clean_float(number) for name, number in _keyed(value)}
+            elif value is None or clean_float(value) is not None:
+                clean[key] = clean_float(value)
+        rows.append(clean)
+    return tuple(rows)
+
+
+def clean_config(raw: Any) -> dict[str, Any]:
+    """The stored config: string keys only; its sections (``model``, ``training``) copied one level deep."""
+    config = {}
+    for key, value in _keyed(raw):
+        config[key] = dict(_keyed(value)) if isinstance(value, Mapping) else value
+    return config
+
+
+def clean_data_state(raw: Any) -> dict[str, int | None] | None:
+    """The data position (``epoch``, ``batch_in_epoch``, ``batches_per_epoch``, ``seed``, ...) as ints."""
+    pairs = _keyed(raw)
+    if not isinstance(raw, Mapping):
+        return None
+    return {key: clean_int(value) for key, value in pairs if isinstance(value, (int, float)) or value is None}

@@ -1,0 +1,396 @@
+"""A ``torch.save`` file read through the boundary: its structure without tensors, tensors on demand.
+
+``torch.load`` cannot be bounded: its unpickler walks whatever the pickle builds, and
+with ``mmap=True`` a storage that declares more bytes than its zip member holds reads
+the bytes of the members after it. So the engine reads torch files itself:
+
+1. the zip's end record and directory come from :mod:`archive` (bounded);
+2. ``<root>/data.pkl`` is unpickled by :mod:`safe_unpickle`'s budgeted, restricted
+   virtual machine into plain values and :class:`TensorStub` s (no code runs, no tensor
+   byte is read);
+3. a tensor is materialised only when asked for, after its storage has been checked
+   against its zip member (present, stored uncompressed, large enough, aligned): it is a
+   view of one private, copy-on-write memory map of the file, so the optimizer state
+   a caller never asks for is never read.
+
+The pre-1.6 format (not a zip: several pickles one after another) is checked by the
+same virtual machine and then read by ``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pickle
+import warnings
+import zipfile
+import zlib
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from . import archive
+from .errors import CheckpointError, CorruptCheckpointError, UnsafeCheckpointError
+from .safe_unpickle import (
+    BudgetExceededError,
+    RefusedGlobalError,
+    SparseTensorStub,
+    TensorStub,
+    load_structure,
+    load_structure_at,
+)
+from .untrusted import LIMITS, UntrustedFile, open_untrusted
+
+__all__ = [
+    "INTERRUPTED_FIX",
+    "DAMAGED_FIX",
+    "TorchFile",
+    "open_torch_file",
+    "unsafe_error",
+]
+
+ZIP_MAGIC = b"PK\x03\x04"
+PICKLE_MAGIC = b"\x80"  # the pre-1.6 format starts with a protocol-2 pickle
+INTERRUPTED_FIX = (
+    "the file is incomplete -- the save was probably interrupted (e.g. a Colab disconnect); "
+    "pick another checkpoint. The listing skips this file and earlier checkpoints are intact, "
+    "so you may delete it"
+)
+DAMAGED_FIX = "the file is damaged or incomplete (e.g. a save interrupted by a Colab disconnect); pick another checkpoint"
+_TRUST_FIX = (
+    "open it only if you trust its source (load_model_weights(..., trust_pickle=True)), then re-save it "
+    "with save_checkpoint to get a safe file"
+)
+
+
+class TorchFile:
+    """One torch file, open for bounded reading. Use :func:`open_torch_file`."""
+
+    def __init__(self, handle: UntrustedFile) -> None:
+        self.handle = handle
+        self.path = handle.path
+        head = handle.head(len(ZIP_MAGIC))
+        self.is_zip = head == ZIP_MAGIC
+        self.end: archive.EndRecord | None = None
+        if self.is_zip:
+            self.end = _zip_call(self.path, lambda: archive.end_record(handle.file), truncated=True)
+        elif not head.startswith(PICKLE_MAGIC):
+            raise CorruptCheckpointError(self.path, _describe_foreign(handle), fix=DAMAGED_FIX)
+        self._entries: dict[str, archive.ZipEntry] | None = None
+        self._structure: Any = _UNREAD
+        self._legacy_object: Any = _UNREAD
+
+    # -- the zip layout -------------------------------------------------------------------------
+
+    @property
+    def root(self) -> str:
+        first = self.first_entry()
+        return first.name.split("/", 1)[0] if first is not None else ""
+
+    def first_entry(self) -> archive.ZipEntry | None:
+        return _zip_call(self.path, lambda: archive.first_entry(self.handle.file, self.end))
+
+    def last_entry(self) -> archive.ZipEntry | None:
+        return _zip_call(self.path, lambda: archive.last_entry(self.handle.file, self.end))
+
+    def entries(self) -> dict[str, archive.ZipEntry]:
+        """Every member, by name (parsed once)."""
+        if self._entries is None:
+            self._entries = _zip_call(self.path, lambda: archive.read_entries(self.handle.file, self.end))
+        return self._entries
+
+    def read_member(self, entry: archive.ZipEntry, max_bytes: int) -> bytes:
+        return _zip_call(
+            self.path,
+            lambda: archive.read_member(self.handle.file, entry, self.end.directory_offset, max_bytes),
+        )
+
+    # -- the pickled structure ------------------------------------------------------------------
+
+    def structure(self) -> Any:
+        """``data.pkl`` as plain values and tensor stubs (budgeted; no code runs)."""
+        if self._structure is _UNREAD:
+            self._structure = self._read_structure()
+        return self._structure
+
+    def _read_structure(self) -> Any:
+        if not self.is_zip:
+            data = self.handle.read_at(0, min(self.handle.size, LIMITS.pickle_bytes))
+            return _unpickle(self.path, lambda: _legacy_main_pickle(data))
+        first = self.first_entry()
+        if first is None or not first.name.endswith("/data.pkl") or first.name.count("/") != 1:
+            raise CorruptCheckpointError(
+                self.path,
+                "is a zip archive, but not one written by torch.save (no data.pkl first)",
+                expected="a PyTorch checkpoint",
+                fix="pick a checkpoint written by save_checkpoint or torch.save",
+            )
+        data = self.read_member(first, LIMITS.pickle_bytes)
+        return _unpickle(self.path, lambda: load_structure(data))
+
+    # -- tensors ----------------------------------------------------------------------------------
+
+    def tensor(self, stub: TensorStub | SparseTensorStub) -> torch.Tensor:
+        """The tensor a stub stands for: a view of the memory-mapped file (a dense copy for sparse).
+
+        Raises:
+            CorruptCheckpointError: its storage is missing, compressed, too small or misplaced.
+        """
+        if not self.is_zip:
+            return self._legacy_tensor(stub)
+        if isinstance(stub, SparseTensorStub):
+            return self._sparse(stub)
+        if stub.opaque or stub.storage is None or stub.dtype is None:
+            raise CorruptCheckpointError(
+                self.path, f"holds a {stub.kind} tensor, which this reader cannot rebuild", fix=_TRUST_FIX
+            )
+        storage = self._storage(stub)
+        if stub.storage_extent > storage.numel():
+            raise CorruptCheckpointError(
+                self.path,
+                f"a tensor of shape {list(stub.shape)} reaches past its storage "
+                f"({stub.storage_extent:,} of {storage.numel():,} elements)",
+                fix=DAMAGED_FIX,
+            )
+        return storage.as_strided(tuple(stub.shape), tuple(stub.stride), stub.offset)
+
+    def _storage(self, stub: TensorStub) -> torch.Tensor:
+        placeholder = stub.storage
+        name = f"{self.root}/data/{placeholder.key}"
+        entry = self.entries().get(name)
+        if entry is None:
+            raise CorruptCheckpointError(
+                self.path, f"names tensor data {name!r} that the archive lacks", fix=DAMAGED_FIX
+            )
+        if entry.method != zipfile.ZIP_STORED:
+            raise CorruptCheckpointError(
+                self.path, f"stores tensor data {name!r} compressed (torch.save never does)"
+            )
+        itemsize = placeholder.dtype.itemsize
+        needed = placeholder.numel * itemsize
+        if needed > entry.size:
+            raise CorruptCheckpointError(
+                self.path,
+                f"tensor data {name!r} declares {needed:,} bytes but its member holds {entry.size:,}",
+                fix=DAMAGED_FIX,
+            )
+        offset = _zip_call(
+            self.path, lambda: archive.member_data_offset(self.handle.file, entry, self.end.directory_offset)
+        )
+        if placeholder.numel == 0:
+            return torch.empty(0, dtype=placeholder.dtype)
+        if offset % itemsize:  # torch aligns to 64 bytes; a crafted offset gets an aligned copy
+            raw = self.handle.read_at(offset, needed)
+            return torch.frombuffer(bytearray(raw), dtype=placeholder.dtype)
+        try:
+            return torch.frombuffer(
+                self.handle.memory_map(), dtype=placeholder.dtype, count=placeholder.numel, offset=offset
+            )
+        except (ValueError, RuntimeError, TypeError) as error:  # a dtype torch cannot view from bytes
+            raise CorruptCheckpointError(
+                self.path, f"tensor data {name!r} of dtype {placeholder.dtype} cannot be read: {error}"
+            ) from error
+
+    def damaged_storages(self, stubs: list[Any]) -> set[str]:
+        """The storage keys among ``stubs`` whose member bytes fail their CRC-32 (read from the map)."""
+        damaged, seen = set(), set()
+        for stub in stubs:
+            for placeholder in stub.storages():
+                if placeholder.key in seen:
+                    continue
+                seen.add(placeholder.key)
+                if not self._crc_ok(placeholder.key):
+                    damaged.add(placeholder.key)
+        return damaged
+
+    def _crc_ok(self, key: str) -> bool:
+        entry = self.entries().get(f"{self.root}/data/{key}")
+        if entry is None or entry.method != zipfile.ZIP_STORED:
+            return False
+        start = _zip_call(
+            self.path, lambda: archive.member_data_offset(self.handle.file, entry, self.end.directory_offset)
+        )
+        with memoryview(self.handle.memory_map()) as view:
+            return zlib.crc32(view[start : start + entry.size]) == entry.crc
+
+    def _sparse(self, stub: SparseTensorStub) -> torch.Tensor:
+        """A sparse tensor, validated as ``weights_only`` does, then made dense for the model."""
+        parts = [self.tensor(part) for part in stub.components]
+        size = tuple(stub.shape)
+        try:
+            if stub.layout == torch.sparse_coo and len(parts) == 2:
+                torch._validate_sparse_coo_tensor_args(parts[0], parts[1], size)
+                return torch.sparse_coo_tensor(parts[0], parts[1], size).to_dense()
+            if len(parts) == 3:
+                torch._validate_sparse_compressed_tensor_args(*parts, size, stub.layout)
+                return torch.sparse_compressed_tensor(*parts, size, layout=stub.layout).to_dense()
+        except (RuntimeError, ValueError, TypeError) as error:
+            raise CorruptCheckpointError(
+                self.path, f"holds a sparse tensor that is not valid: {_first_line(error)}"
+            ) from error
+        raise CorruptCheckpointError(
+            self.path, f"holds a sparse tensor of layout {stub.layout} this reader cannot rebuild"
+        )
+
+    def scalar(self, stub: TensorStub) -> float | int | bool | None:
+        """The value of a one-element tensor (a metric), reading at most a few bytes; None otherwise."""
+        if not isinstance(stub, TensorStub) or stub.storage is None or stub.dtype is None:
+            return None
+        if (
+            stub.storage.numel * stub.dtype.itemsize > LIMITS.scalar_bytes
+            or stub.storage_extent > 1 + stub.offset
+        ):
+            return None
+        try:
+            value = self.tensor(stub)
+            return value.reshape(-1)[0].item() if value.numel() == 1 else None
+        except (CheckpointError, RuntimeError):
+            return None
+
+    def materialize(self, obj: Any, keep: Callable[[str], bool] | None = None) -> Any:
+        """``obj`` (from :meth:`structure`) with every tensor stub replaced by its tensor.
+
+        Args:
+            keep: given a top-level key, whether to read its tensors (others keep their stubs).
+        """
+        if not self.is_zip:
+            return self._legacy()
+        if isinstance(obj, dict) and keep is not None:
+            return {k: self._replace(v) if keep(k) else v for k, v in obj.items()}
+        return self._replace(obj)
+
+    def _replace(self, obj: Any) -> Any:
+        # The structure is bounded by the unpickler's budget, so this walk is too.
+        if isinstance(obj, (TensorStub, SparseTensorStub)):
+            return self.tensor(obj)
+        if isinstance(obj, dict):
+            return type(obj)((k, self._replace(v)) for k, v in obj.items())
+        if isinstance(obj, list):
+            return [self._replace(v) for v in obj]
+        if isinstance(obj, tuple) and not hasattr(obj, "_fields"):
+            return tuple(self._replace(v) for v in obj)
+        return obj
+
+    # -- the pre-1.6 format -------------------------------------------------------------------------
+
+    def _legacy(self) -> Any:
+        if self._legacy_object is _UNREAD:
+            self.structure()  # the budget check comes first
+            self._legacy_object = _legacy_torch_load(self.path, self.handle)
+        return self._legacy_object
+
+    def _legacy_tensor(self, stub: Any) -> torch.Tensor:
+        raise CorruptCheckpointError(self.path, "is in the pre-1.6 format: read it whole with materialize()")
+
+
+_UNREAD = object()
+
+
+@contextlib.contextmanager
+def open_torch_file(path: str | os.PathLike) -> Iterator[TorchFile]:
+    """Open a torch file through the boundary.
+
+    Raises:
+        CheckpointNotFoundError, CheckpointError: see ``untrusted.open_untrusted``.
+        CorruptCheckpointError: empty, truncated, or not a torch file.
+    """
+    with open_untrusted(path) as handle:
+        if handle.size == 0:
+            raise CorruptCheckpointError(
+                path, "is empty (0 bytes)", expected="a PyTorch checkpoint", fix=INTERRUPTED_FIX
+            )
+        yield TorchFile(handle)
+
+
+def _zip_call(path: Path, read: Callable[[], Any], *, truncated: bool = False) -> Any:
+    """Run an :mod:`archive` read; its errors become CorruptCheckpointError naming the file."""
+    try:
+        return read()
+    except archive.NoEndRecordError:
+        raise CorruptCheckpointError(
+            path,
+            "is truncated: its end (the zip directory) is missing -- the save was probably interrupted",
+            expected="a complete PyTorch checkpoint",
+            fix=INTERRUPTED_FIX,
+        ) from None
+    except archive.ArchiveError as error:
+        problem = (
+            str(error) if str(error).startswith("refused:") else f"has a damaged zip structure ({error})"
+        )
+        raise CorruptCheckpointError(
+            path, problem, expected="a complete PyTorch checkpoint", fix=DAMAGED_FIX
+        ) from None
+
+
+def _unpickle(path: Path, load: Callable[[], Any]) -> Any:
+    """Run the restricted unpickler; its refusals and damage become our errors."""
+    try:
+        return load()
+    except RefusedGlobalError as error:
+        raise unsafe_error(path, error.qualified_name) from error
+    except BudgetExceededError as error:
+        raise CorruptCheckpointError(
+            path,
+            f"its pickle was {error}",
+            expected="a checkpoint of bounded size and depth",
+            fix=DAMAGED_FIX,
+        ) from error
+    except pickle.UnpicklingError as error:
+        raise CorruptCheckpointError(
+            path,
+            f"its pickle cannot be read ({error})",
+            expected="a complete PyTorch checkpoint",
+            fix=DAMAGED_FIX,
+        ) from error
+
+
+def unsafe_error(path: Path, what: str) -> UnsafeCheckpointError:
+    """The refusal of a file whose pickle needs ``what`` (an escaped global name) to be unpickled."""
+    return UnsafeCheckpointError(
+        path,
+        f"needs `{what}` to be unpickled; loading it would run code from the file, so it was refused",
+        expected="a checkpoint of tensors, numbers, strings, lists and dicts (what save_checkpoint writes)",
+        fix=_TRUST_FIX,
+    )
+
+
+def _legacy_main_pickle(data: bytes) -> Any:
+    """The pre-1.6 format: magic number, protocol, system info, then the object itself."""
+    offset = 0
+    for _ in range(3):
+        _, offset = load_structure_at(data, offset)
+    return load_structure_at(data, offset)[0]
+
+
+def _legacy_torch_load(path: Path, handle: UntrustedFile) -> Any:
+    """``torch.load(weights_only=True)`` of a pre-1.6 file whose pickle passed the budget check."""
+    handle.file.seek(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            return torch.load(handle.file, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as error:
+            raise CorruptCheckpointError(
+                path, f"cannot be read ({_first_line(error)})", fix=DAMAGED_FIX
+            ) from error
+        except Exception as error:  # torch's reader fails in many ways on damaged bytes
+            raise CorruptCheckpointError(
+                path, f"cannot be read as a PyTorch checkpoint ({type(error).__name__})", fix=DAMAGED_FIX
+            ) from error
+
+
+def _first_line(error: BaseException) -> str:
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return (lines[0] if lines else type(error).__name__)[:200]
+
+
+def _describe_foreign(handle: UntrustedFile) -> str:
+    """Why a file that is neither zip nor pickle is not a checkpoint, without echoing its bytes."""
+    head = handle.head(8)
+    if head.startswith(b"PK"):
+        return f"is a zip file whose first member is damaged ({handle.size:,} bytes)"
+    text = all(32 <= b < 127 or b in (9, 10, 13) for b in head)
+    kind = "text" if text else "binary data of an unknown format"
+    return f"is not a PyTorch checkpoint ({handle.size:,} bytes of {kind}; no zip archive)"
