@@ -119,6 +119,7 @@ class TestRenderSelection:
             ("cell33", "From Cell 33 (Checkpoint Recovery)"),
             ("auto", "Auto-selected best (lowest val_loss)"),
             ("manual", "Manual override"),
+            ("picker", "Picked in the widget (PICKER)"),
         ],
     )
     def test_names_the_file_and_the_rule(self, method, label):

@@ -10,7 +10,9 @@ pure renderers in ``utils.training.engine.panels``. This module decides:
   > the first (best) of ``list_checkpoints()``; "🔍 Selection Method:" names the rule;
 * what to print for each failure: a panel, never a traceback, and for a damaged
   file the next valid checkpoint to try;
-* the evidence that the weights are trained: the loss on a validation batch.
+* the evidence that the weights are trained: the loss on a validation batch;
+* with ``PICKER``, a dropdown and a Load button under the panels (``picker.py``); a
+  click goes through the same ``load_selection`` as the cell.
 """
 
 from __future__ import annotations
@@ -18,11 +20,13 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from utils.notebook.picker import CheckpointPicker, can_show_picker
 from utils.training.engine.errors import CheckpointError
 from utils.training.engine.loading import LoadReport, load_model_weights
 from utils.training.engine.panels import (
@@ -38,7 +42,7 @@ from utils.training.engine.prefixes import unwrap_model
 from utils.training.engine.recovery import CheckpointInfo, scan_checkpoints
 from utils.training.loop import evaluate
 
-__all__ = ["Selection", "choose_checkpoint", "resolve_checkpoint_dir", "load_weights_cell"]
+__all__ = ["Selection", "choose_checkpoint", "resolve_checkpoint_dir", "load_selection", "load_weights_cell"]
 
 DEFAULT_CHECKPOINT_DIR = "./checkpoints"
 
@@ -48,7 +52,7 @@ class Selection:
     """The file Cell 34 will load, the rule that chose it, and its place in the listing."""
 
     path: Path
-    method: str  # "manual" | "cell33" | "auto" (the keys of panels.SELECTION_METHODS)
+    method: str  # "manual" | "cell33" | "auto" | "picker" (the keys of panels.SELECTION_METHODS)
     index: int | None
 
 
@@ -112,8 +116,9 @@ def load_weights_cell(
     trust_pickle: bool = False,
     check_integrity: bool = True,
     device: str | torch.device | None = None,
+    picker: bool = False,
     out: Callable[[str], None] = print,
-) -> LoadReport | None:
+) -> Any:
     """Everything Cell 34 does: check, list, select, load, verify, print the panels.
 
     Args:
@@ -126,16 +131,48 @@ def load_weights_cell(
         check_integrity: compare the weights' bytes with the file's CRC-32s before loading
             (about one more read of the weights; catches damage torch.load lets through).
         device: where the model goes; default the notebook's ``device``, else CUDA when available.
+        picker: also show a dropdown of the checkpoints and a Load button under the panels
+            (``PICKER``), where a widget front end and ipywidgets are there (else the text
+            path alone). The picker owns ``load_report``: it is set in ``namespace`` now and
+            after each successful click.
         out: where the panels go (print).
 
     Returns:
-        The LoadReport, or None when a prerequisite is missing or the load failed
-        (the panel printed says why; the model is unchanged).
+        Without ``picker``: the LoadReport, or None when a prerequisite is missing or the
+        load failed (the panel printed says why; the model is unchanged). With ``picker``:
+        the ``CheckpointPicker`` (``.dropdown``, ``.button``, ``.output``, ``.report``), or
+        None when it is not shown (no front end, no ipywidgets, nothing to pick).
     """
-    model = namespace.get("model")
-    if not isinstance(model, torch.nn.Module):
-        out(render_model_not_found())
+    options = dict(trust_pickle=trust_pickle, check_integrity=check_integrity, device=device)
+    report, listing = _load_by_priority(namespace, checkpoint_dir, manual_path, options, out)
+    if not picker:
+        return report
+    namespace["load_report"] = report
+    if listing is None or not can_show_picker(namespace):
         return None
+    checkpoints, selection = listing
+    load = partial(_load_listed, namespace, checkpoints, options)
+    checkpoint_picker = CheckpointPicker(checkpoints, selection.index, report, load, namespace)
+    checkpoint_picker.show()
+    return checkpoint_picker
+
+
+def _load_by_priority(
+    namespace: MutableMapping[str, Any],
+    checkpoint_dir: str | os.PathLike | None,
+    manual_path: str | os.PathLike | None,
+    options: dict[str, Any],
+    out: Callable[[str], None],
+) -> tuple[LoadReport | None, tuple[list[CheckpointInfo], Selection] | None]:
+    """The text path: the design's prerequisites, then the file its priority selects.
+
+    Returns:
+        The report (None when nothing was loaded) and, once a model and a listing exist,
+        the listing and the selection (what a picker offers); else None.
+    """
+    if not isinstance(namespace.get("model"), torch.nn.Module):
+        out(render_model_not_found())
+        return None, None
     folder = resolve_checkpoint_dir(namespace, checkpoint_dir)
     if manual_path and checkpoint_dir is None:
         folder = Path(manual_path).expanduser().parent  # list the manual file's neighbours
@@ -143,8 +180,53 @@ def load_weights_cell(
     selection = choose_checkpoint(scan.checkpoints, namespace.get("results"), manual_path)
     if selection is None or (not scan.checkpoints and selection.method != "manual"):
         out(render_no_checkpoints(folder, scan.skipped))
+        return None, None
+    report = load_selection(namespace, selection, scan.checkpoints, out=out, **options)
+    return report, ((scan.checkpoints, selection) if scan.checkpoints else None)
+
+
+def _load_listed(
+    namespace: MutableMapping[str, Any],
+    checkpoints: list[CheckpointInfo],
+    options: dict[str, Any],
+    index: int,
+    out: Callable[[str], None],
+) -> LoadReport | None:
+    """What the picker's Load button does: entry ``index`` of the listing, through load_selection."""
+    selection = Selection(Path(checkpoints[index].path), "picker", index)
+    return load_selection(namespace, selection, checkpoints, out=out, **options)
+
+
+def load_selection(
+    namespace: MutableMapping[str, Any],
+    selection: Selection,
+    checkpoints: list[CheckpointInfo],
+    *,
+    trust_pickle: bool = False,
+    check_integrity: bool = True,
+    device: str | torch.device | None = None,
+    out: Callable[[str], None] = print,
+) -> LoadReport | None:
+    """Load one selected file into the notebook's ``model`` and print its panels.
+
+    The one loading path of Cell 34: the text cell and the picker's Load button both
+    call it, so a click prints what the cell prints for the same file.
+
+    Args:
+        namespace: the notebook's ``globals()``; ``model`` is read now (the current one).
+        selection: the file and the rule that chose it.
+        checkpoints: the listing (AVAILABLE CHECKPOINTS, the selection marked).
+        trust_pickle, check_integrity, device: as for :func:`load_weights_cell`.
+        out: where the panels go.
+
+    Returns:
+        The LoadReport, or None when the load failed (a panel says why; the model is unchanged).
+    """
+    model = namespace.get("model")
+    if not isinstance(model, torch.nn.Module):
+        out(render_model_not_found())
         return None
-    out(render_available_checkpoints(scan.checkpoints, selection.index))
+    out(render_available_checkpoints(checkpoints, selection.index))
     out(render_selection(selection.path.name, selection.method))
     target = device if device is not None else namespace.get("device")
     try:
@@ -152,7 +234,7 @@ def load_weights_cell(
             model, selection.path, target, trust_pickle=trust_pickle, check_integrity=check_integrity
         )
     except CheckpointError as error:
-        out(render_load_error(error, _next_candidate(selection, scan.checkpoints)))
+        out(render_load_error(error, _next_candidate(selection, checkpoints)))
         return None
     except (ValueError, RuntimeError) as error:  # DEVICE='cuda' without a GPU; CUDA out of memory
         out(render_device_failure(error, target))

@@ -42,6 +42,7 @@ SELECTION_METHODS = {
     "cell33": "From Cell 33 (Checkpoint Recovery)",
     "auto": "Auto-selected best (lowest val_loss)",
     "manual": "Manual override",
+    "picker": "Picked in the widget (PICKER)",
 }
 _KIND_LABELS = {
     "full": "full checkpoint (this notebook's format)",
@@ -103,7 +104,7 @@ def render_selection(name: str, method: str) -> str:
 
     Args:
         name: the checkpoint's file name.
-        method: ``"cell33"``, ``"auto"`` or ``"manual"``.
+        method: a key of SELECTION_METHODS (``"cell33"``, ``"auto"``, ``"manual"``, ``"picker"``).
 
     Raises:
         ValueError: an unknown method.
