@@ -124,11 +124,16 @@ class CheckpointPicker:
         self._load = load
         self._namespace = namespace
         options = [(option_label(i, info), i) for i, info in enumerate(checkpoints)]
+        # The dropdown takes the row's width and shrinks below its longest entry, so the button stays in view.
         self.dropdown = widgets.Dropdown(
             options=options, value=selected_index, description="Checkpoint:",
-            style={"description_width": "initial"}, layout=widgets.Layout(width="auto", flex="1 1 auto"),
+            style={"description_width": "initial"},
+            layout=widgets.Layout(flex="1 1 auto", width="auto", min_width="0"),
         )  # fmt: skip
-        self.button = widgets.Button(description="Load", button_style="primary", tooltip="Load into `model`")
+        self.button = widgets.Button(
+            description="Load", button_style="primary", tooltip="Load the chosen checkpoint into `model`",
+            layout=widgets.Layout(flex="0 0 auto"),
+        )  # fmt: skip
         self.output = widgets.Output()
         self.button.on_click(self._on_click)
         row = widgets.HBox([self.dropdown, self.button], layout=widgets.Layout(width="100%"))
