@@ -27,6 +27,7 @@ __all__ = ["JupyterLab", "descendants"]
 
 START_TIMEOUT_S = 120
 STOP_TIMEOUT_S = 20
+PORT_ATTEMPTS = 3
 
 
 def _free_port() -> int:
@@ -68,48 +69,59 @@ class JupyterLab:
     """
 
     def __init__(self, root: Path, home: Path) -> None:
-        self.root, self.token, self.port = root, secrets.token_hex(16), _free_port()
+        self.root, self.home, self.token = root, home, secrets.token_hex(16)
         home.mkdir(parents=True, exist_ok=True)
         self.log_path = home / "jupyterlab.log"
+        self._log = self.log_path.open("wb")
+        self._processes: set[int] = set()
+        self.process: subprocess.Popen | None = None
+        self.port = 0
+
+    def __enter__(self) -> JupyterLab:
+        try:
+            # A free port can be taken by someone else before the server binds it: then it exits; try another.
+            for _ in range(PORT_ATTEMPTS):
+                self._launch()
+                if self.wait_ready():
+                    return self
+            raise RuntimeError(f"JupyterLab exited with {self.process.returncode}:\n{self.log()}")
+        except BaseException:
+            self.close()
+            raise
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _environment(self) -> dict[str, str]:
+        """Every Jupyter folder inside ``home``; notifications off (no news fetch, no toasts)."""
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         for name, folder in (("JUPYTER_CONFIG_DIR", "config"), ("JUPYTER_DATA_DIR", "data"),
                              ("JUPYTER_RUNTIME_DIR", "runtime"), ("JUPYTERLAB_SETTINGS_DIR", "settings"),
                              ("JUPYTERLAB_WORKSPACES_DIR", "workspaces"), ("IPYTHONDIR", "ipython")):  # fmt: skip
-            env[name] = str(home / folder)
+            env[name] = str(self.home / folder)
         env.pop("JPY_SESSION_NAME", None)  # the server sets it for its own kernels
-        # No news, no update check, no toasts over the page (they would also reach the network).
-        settings = (
-            home / "settings" / "@jupyterlab" / "apputils-extension" / "notification.jupyterlab-settings"
-        )
-        settings.parent.mkdir(parents=True, exist_ok=True)
-        settings.write_text(
+        settings = self.home / "settings" / "@jupyterlab" / "apputils-extension"
+        settings.mkdir(parents=True, exist_ok=True)
+        (settings / "notification.jupyterlab-settings").write_text(
             json.dumps({"fetchNews": "false", "checkForUpdates": False, "doNotDisturbMode": True})
         )
+        return env
+
+    def _launch(self) -> None:
+        self.port = _free_port()
         command = [
             sys.executable, "-m", "jupyterlab", "--no-browser",
             "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={self.port}", "--ServerApp.port_retries=0",
-            f"--IdentityProvider.token={self.token}", f"--ServerApp.root_dir={root}",
+            f"--IdentityProvider.token={self.token}", f"--ServerApp.root_dir={self.root}",
             "--LabApp.expose_app_in_browser=True", "--LabApp.news_url=",
             "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate", "--LabApp.extension_manager=readonly",
             "--ServerApp.terminals_enabled=False", "--allow-root",  # CI runs as root
         ]  # fmt: skip
-        self._log = self.log_path.open("wb")
         self.process = subprocess.Popen(
-            command, cwd=root, env=env, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
-            start_new_session=True,
+            command, cwd=self.root, env=self._environment(), stdin=subprocess.DEVNULL, stdout=self._log,
+            stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
-        self._processes: set[int] = {self.process.pid}
-
-    def __enter__(self) -> JupyterLab:
-        try:
-            self.wait_ready()
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
+        self._processes.add(self.process.pid)
 
     def url(self, path: str = "") -> str:
         return f"http://127.0.0.1:{self.port}/{path.lstrip('/')}?token={self.token}"
@@ -125,15 +137,15 @@ class JupyterLab:
         with urllib.request.urlopen(request, timeout=10) as response:
             return response.read()
 
-    def wait_ready(self) -> None:
-        """Block until the REST API answers; fail with the server's log when it exits or times out."""
+    def wait_ready(self) -> bool:
+        """Block until the REST API answers (True) or the server exits (False); time out with its log."""
         deadline = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"JupyterLab exited with {self.process.returncode}:\n{self.log()}")
+                return False
             try:
                 json.loads(self._request("api/status"))
-                return
+                return True
             except (OSError, urllib.error.URLError, ValueError):
                 time.sleep(0.5)
         raise TimeoutError(f"JupyterLab did not answer within {START_TIMEOUT_S} s:\n{self.log()}")
@@ -144,8 +156,8 @@ class JupyterLab:
 
     def close(self) -> None:
         """Shut the server and its kernels down; kill, by id, whatever is still alive after that."""
-        self.track_processes()
-        if self.process.poll() is None:
+        if self.process is not None and self.process.poll() is None:
+            self.track_processes()
             try:
                 self._request("api/shutdown", method="POST")  # also shuts down its kernels
                 self.process.wait(timeout=STOP_TIMEOUT_S)
@@ -157,7 +169,7 @@ class JupyterLab:
                     os.kill(pid, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
-        if self.process.poll() is None:
+        if self.process is not None:
             self.process.wait(timeout=STOP_TIMEOUT_S)
         self._log.close()
         deadline = time.monotonic() + STOP_TIMEOUT_S
