@@ -154,7 +154,7 @@ class CheckpointPicker:
         if index is None:
             self._write(CHOOSE_FIRST)
             return
-        self.button.disabled = True  # one load at a time: a second click waits for this one
+        self.button.disabled = True  # greyed out while it loads (the kernel handles one click at a time)
         try:
             report = self._load(index, self._write)
         except Exception:  # a bug, not an expected failure: show it where the user clicked
