@@ -17,7 +17,6 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import inspect
-import os
 import shutil
 
 import nbformat
@@ -117,10 +116,10 @@ def lab(tmp_path):
 
 
 @pytest.fixture
-def page(lab):
+def page(lab, monkeypatch):
     from playwright.sync_api import sync_playwright
 
-    os.environ.setdefault("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1")
+    monkeypatch.setenv("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1")  # the system Chromium, never a download
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=chromium_path(), headless=True)
         try:
