@@ -501,16 +501,21 @@ results = checkpoint_recovery(RECOVERY_DIR or CHECKPOINT_DIR, OUTPUT_DIR)
 # @markdown To load another file, uncomment the `MANUAL_CHECKPOINT` line and edit its path (any file or
 # @markdown folder Cell 33 lists: this notebook's, nanoGPT's `ckpt.pt`, Lightning, Hugging Face, DCP).
 # @markdown `STRICT` off: load only the tensors that fit (transfer learning; `FREEZE_LOADED` freezes them).
+# @markdown `PICKER` also shows a list of the checkpoints and a Load button under the panels (needs ipywidgets).
 TRUST_PICKLE = False  # @param {type:"boolean"}
 STRICT = True  # @param {type:"boolean"}
 FREEZE_LOADED = False  # @param {type:"boolean"}
+PICKER = False  # @param {type:"boolean"}
 MANUAL_CHECKPOINT = None
 # MANUAL_CHECKPOINT = "./checkpoints/checkpoint_epoch0009_step000009_20251122_065455.pt"
 from utils.notebook.load_weights import load_weights_cell
 
-load_report = load_weights_cell(
-    globals(), manual_path=MANUAL_CHECKPOINT, trust_pickle=TRUST_PICKLE, strict=STRICT, freeze_loaded=FREEZE_LOADED
-)
+load_options = dict(manual_path=MANUAL_CHECKPOINT, trust_pickle=TRUST_PICKLE)
+load_options.update(strict=STRICT, freeze_loaded=FREEZE_LOADED)
+if PICKER:  # the widget sets `load_report` now and after each Load click
+    checkpoint_picker = load_weights_cell(globals(), **load_options, picker=True)
+else:
+    load_report = load_weights_cell(globals(), **load_options)
 """,
     ),
     Cell(

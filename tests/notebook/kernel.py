@@ -69,13 +69,17 @@ class Kernel:
 
     def run(self, number: int, source: str | None = None) -> str:
         """Execute Cell ``number`` (optionally with edited source); returns its text output."""
+        return output_text(self.run_cell(number, source))
+
+    def run_cell(self, number: int, source: str | None = None) -> nbformat.NotebookNode:
+        """Execute Cell ``number`` (optionally with edited source); returns the executed cell."""
         cell = copy.deepcopy(code_cell(self.nb, number))
         if source is not None:
             cell.source = source
-        text = output_text(self._execute(cell))
+        executed = self._execute(cell)
         if number == 3:  # the parameters cell: apply the overrides right after it
             self.code("\n".join(f"{name} = {value!r}" for name, value in self.parameters.items()))
-        return text
+        return executed
 
     def run_range(self, first: int, last: int) -> dict[int, str]:
         """Execute Cells first..last in order; returns their outputs by number."""

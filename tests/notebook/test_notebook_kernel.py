@@ -188,3 +188,62 @@ def test_resume_after_restart_matches_the_uninterrupted_run(session, tmp_path):
     weights, expected = resumed["model_state_dict"], reference["model_state_dict"]
     assert weights.keys() == expected.keys() and all(torch.equal(weights[k], expected[k]) for k in weights)
     assert resumed["history"] == reference["history"]
+
+
+# ---------------------------------------------------------------- (e) Cell 34's PICKER in the trained session
+
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+CLICK_SECOND = """
+import torch
+from utils.training.engine.recovery import list_checkpoints
+checkpoint_picker.dropdown.value = 1
+checkpoint_picker.button.click()
+chosen = list_checkpoints(CHECKPOINT_DIR)[1].path
+saved = torch.load(chosen, map_location="cpu", weights_only=True)["model_state_dict"]
+print(all(torch.equal(saved[k], v.cpu()) for k, v in model.state_dict().items()))
+print(load_report is checkpoint_picker.report, Path(load_report.path) == chosen, chosen.name)
+print("".join(o["text"] for o in checkpoint_picker.output.outputs))
+"""
+
+
+def _with_picker(kernel: Kernel) -> str:
+    """Cell 34 with the PICKER box ticked, as Colab's form writes it."""
+    source = kernel.source(34)
+    assert "PICKER = False  # @param" in source
+    return source.replace("PICKER = False  # @param", "PICKER = True  # @param")
+
+
+def _shows_a_widget(cell) -> bool:
+    return any(WIDGET_VIEW in out.get("data", {}) for out in cell.outputs)
+
+
+def _without_timing(text: str) -> str:
+    return re.sub(r"Loaded in .*", "Loaded in <time>", text)
+
+
+class TestPickerInKernel:
+    def test_without_a_front_end_the_text_path_runs_exactly(self, session):
+        # nbclient (as papermill) is no front end: PICKER = True prints what PICKER = False prints
+        session.code("import os\nos.environ.pop('JPY_SESSION_NAME', None)")
+        _forget(session, "checkpoint_picker", "load_report")
+        plain = session.run_cell(34)
+        plain_path = session.code("print(load_report.path)").strip()
+        picked = session.run_cell(34, source=_with_picker(session))
+        state = session.code("print(load_report.path, checkpoint_picker)").split()
+        assert _without_timing(output_text(picked)) == _without_timing(output_text(plain))
+        assert not _shows_a_widget(picked) and state == [plain_path, "None"]
+
+    def test_a_click_loads_the_chosen_checkpoint_and_sets_load_report(self, session):
+        session.code("import os\nos.environ['JPY_SESSION_NAME'] = 'training.ipynb'  # as JupyterLab sets it")
+        try:
+            cell = session.run_cell(34, source=_with_picker(session))
+            clicked = session.code("from pathlib import Path\n" + CLICK_SECOND)
+            after = session.run(35)
+        finally:
+            session.code("os.environ.pop('JPY_SESSION_NAME', None)")
+        assert _shows_a_widget(cell) and "✅ Weights loaded successfully!" in output_text(cell)
+        same_weights, report_line = clicked.splitlines()[:2]
+        assert same_weights == "True" and report_line.startswith("True True checkpoint_")
+        assert "🔍 Selection Method: Picked in the widget (PICKER)" in clicked and "→ [1]" in clicked
+        chosen_name = report_line.split()[-1]
+        assert re.search(rf"loaded_checkpoint .*{chosen_name}", after), after

@@ -47,7 +47,7 @@ AVAILABLE CHECKPOINTS
 
 
 def _info(epoch, step, train, val, name):
-    """A stand-in for recovery.CheckpointInfo (the panels only read these attributes)."""
+    """A stand-in for a CheckpointRecord (the panels only read these attributes)."""
     return SimpleNamespace(epoch=epoch, global_step=step, train_loss=train, val_loss=val, name=name)
 
 
@@ -124,6 +124,7 @@ class TestRenderSelection:
             ("cell33", "From Cell 33 (Checkpoint Recovery)"),
             ("auto", "Auto-selected best (lowest val_loss)"),
             ("manual", "Manual override"),
+            ("picker", "Picked in the widget (PICKER)"),
         ],
     )
     def test_names_the_file_and_the_rule(self, method, label):

@@ -10,7 +10,9 @@ pure renderers in ``utils.notebook.panels``. This module decides:
   > the first (best) of ``list_checkpoints()``; "🔍 Selection Method:" names the rule;
 * what to print for each failure: a panel, never a traceback, and for a damaged
   file the next valid checkpoint to try;
-* the evidence that the weights are trained: the loss on a validation batch.
+* the evidence that the weights are trained: the loss on a validation batch;
+* with ``PICKER``, a dropdown and a Load button under the panels (``picker.py``); a
+  click goes through the same ``load_selection`` as the cell.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +35,7 @@ from utils.notebook.panels import (
     render_no_checkpoints,
     render_selection,
 )
+from utils.notebook.picker import CheckpointPicker, can_show_picker
 from utils.training.engine.errors import CheckpointError
 from utils.training.engine.loading import LoadReport, ModelMoveError, load_model_weights
 from utils.training.engine.prefixes import unwrap_model
@@ -39,7 +43,7 @@ from utils.training.engine.record import CheckpointRecord
 from utils.training.engine.recovery import scan_checkpoints
 from utils.training.loop import evaluate
 
-__all__ = ["Selection", "choose_checkpoint", "resolve_checkpoint_dir", "load_weights_cell"]
+__all__ = ["Selection", "choose_checkpoint", "resolve_checkpoint_dir", "load_selection", "load_weights_cell"]
 
 DEFAULT_CHECKPOINT_DIR = "./checkpoints"
 
@@ -49,7 +53,7 @@ class Selection:
     """The file Cell 34 will load, the rule that chose it, and its place in the listing."""
 
     path: Path
-    method: str  # "manual" | "cell33" | "auto" (the keys of panels.SELECTION_METHODS)
+    method: str  # "manual" | "cell33" | "auto" | "picker" (the keys of panels.SELECTION_METHODS)
     index: int | None
 
 
@@ -115,8 +119,9 @@ def load_weights_cell(
     strict: bool = True,
     freeze_loaded: bool = False,
     device: str | torch.device | None = None,
+    picker: bool = False,
     out: Callable[[str], None] = print,
-) -> LoadReport | None:
+) -> Any:
     """Everything Cell 34 does: check, list, select, load, verify, print the panels.
 
     Args:
@@ -132,16 +137,51 @@ def load_weights_cell(
             PARTIAL LOAD panel (transfer learning).
         freeze_loaded: with a load, freeze the parameters that came from the file.
         device: where the model goes; default the notebook's ``device``, else CUDA when available.
+        picker: also show a dropdown of the checkpoints and a Load button under the panels
+            (``PICKER``), where a widget front end and ipywidgets are there (else the text
+            path alone). The picker owns ``load_report``: it is set in ``namespace`` now and
+            after each successful click.
         out: where the panels go (print).
 
     Returns:
-        The LoadReport, or None when a prerequisite is missing or the load failed
-        (the panel printed says why; the model is unchanged).
+        Without ``picker``: the LoadReport, or None when a prerequisite is missing or the
+        load failed (the panel printed says why; the model is unchanged). With ``picker``:
+        the ``CheckpointPicker`` (``.dropdown``, ``.button``, ``.output``, ``.report``), or
+        None when it is not shown (no front end, no ipywidgets, nothing to pick).
     """
-    model = namespace.get("model")
-    if not isinstance(model, torch.nn.Module):
-        out(render_model_not_found())
+    options = dict(
+        trust_pickle=trust_pickle, check_integrity=check_integrity, strict=strict, freeze_loaded=freeze_loaded,
+        device=device,
+    )  # fmt: skip
+    report, listing = _load_by_priority(namespace, checkpoint_dir, manual_path, options, out)
+    if not picker:
+        return report
+    namespace["load_report"] = report
+    if listing is None or not can_show_picker(namespace):
         return None
+    checkpoints, selection = listing
+    load = partial(_load_listed, namespace, checkpoints, options)
+    checkpoint_picker = CheckpointPicker(checkpoints, selection.index, report, load, namespace)
+    checkpoint_picker.show()
+    return checkpoint_picker
+
+
+def _load_by_priority(
+    namespace: MutableMapping[str, Any],
+    checkpoint_dir: str | os.PathLike | None,
+    manual_path: str | os.PathLike | None,
+    options: dict[str, Any],
+    out: Callable[[str], None],
+) -> tuple[LoadReport | None, tuple[list[CheckpointRecord], Selection] | None]:
+    """The text path: the design's prerequisites, then the file its priority selects.
+
+    Returns:
+        The report (None when nothing was loaded) and, once a model and a listing exist,
+        the listing and the selection (what a picker offers); else None.
+    """
+    if not isinstance(namespace.get("model"), torch.nn.Module):
+        out(render_model_not_found())
+        return None, None
     folder = resolve_checkpoint_dir(namespace, checkpoint_dir)
     if manual_path and checkpoint_dir is None:
         folder = Path(manual_path).expanduser().parent  # list the manual file's neighbours
@@ -149,8 +189,55 @@ def load_weights_cell(
     selection = choose_checkpoint(scan.checkpoints, namespace.get("results"), manual_path)
     if selection is None or (not scan.checkpoints and selection.method != "manual"):
         out(render_no_checkpoints(folder, scan.skipped))
+        return None, None
+    report = load_selection(namespace, selection, scan.checkpoints, out=out, **options)
+    return report, ((scan.checkpoints, selection) if scan.checkpoints else None)
+
+
+def _load_listed(
+    namespace: MutableMapping[str, Any],
+    checkpoints: list[CheckpointRecord],
+    options: dict[str, Any],
+    index: int,
+    out: Callable[[str], None],
+) -> LoadReport | None:
+    """What the picker's Load button does: entry ``index`` of the listing, through load_selection."""
+    selection = Selection(Path(checkpoints[index].path), "picker", index)
+    return load_selection(namespace, selection, checkpoints, out=out, **options)
+
+
+def load_selection(
+    namespace: MutableMapping[str, Any],
+    selection: Selection,
+    checkpoints: list[CheckpointRecord],
+    *,
+    trust_pickle: bool = False,
+    check_integrity: bool = True,
+    strict: bool = True,
+    freeze_loaded: bool = False,
+    device: str | torch.device | None = None,
+    out: Callable[[str], None] = print,
+) -> LoadReport | None:
+    """Load one selected file into the notebook's ``model`` and print its panels.
+
+    The one loading path of Cell 34: the text cell and the picker's Load button both
+    call it, so a click prints what the cell prints for the same file.
+
+    Args:
+        namespace: the notebook's ``globals()``; ``model`` is read now (the current one).
+        selection: the file and the rule that chose it.
+        checkpoints: the listing (AVAILABLE CHECKPOINTS, the selection marked).
+        trust_pickle, check_integrity, strict, freeze_loaded, device: as for :func:`load_weights_cell`.
+        out: where the panels go.
+
+    Returns:
+        The LoadReport, or None when the load failed (a panel says why; the model is unchanged).
+    """
+    model = namespace.get("model")
+    if not isinstance(model, torch.nn.Module):
+        out(render_model_not_found())
         return None
-    out(render_available_checkpoints(scan.checkpoints, selection.index))
+    out(render_available_checkpoints(checkpoints, selection.index))
     out(render_selection(selection.path.name, selection.method))
     target = device if device is not None else namespace.get("device")
     try:
@@ -159,7 +246,7 @@ def load_weights_cell(
             strict=strict, freeze_loaded=freeze_loaded,
         )  # fmt: skip
     except CheckpointError as error:
-        out(render_load_error(error, _next_candidate(selection, scan.checkpoints)))
+        out(render_load_error(error, _next_candidate(selection, checkpoints)))
         return None
     except (ValueError, RuntimeError) as error:  # DEVICE='cuda' without a GPU; CUDA out of memory
         out(render_device_failure(error, target, loaded=isinstance(error, ModelMoveError)))

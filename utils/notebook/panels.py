@@ -48,6 +48,7 @@ SELECTION_METHODS = {
     "cell33": "From Cell 33 (Checkpoint Recovery)",
     "auto": "Auto-selected best (lowest val_loss)",
     "manual": "Manual override",
+    "picker": "Picked in the widget (PICKER)",
 }
 _KIND_LABELS = {
     "full": "full checkpoint (this notebook's format)",
@@ -80,7 +81,7 @@ def render_available_checkpoints(checkpoints: Sequence[Any], selected_index: int
 
     Args:
         checkpoints: entries with ``epoch``, ``global_step``, ``train_loss``, ``val_loss``
-            and ``name`` (e.g. ``CheckpointInfo``), best first.
+            and ``name`` (e.g. ``CheckpointRecord``), best first.
         selected_index: the position of the chosen entry, or None (e.g. a manual path not listed).
 
     Returns:
@@ -110,7 +111,7 @@ def render_selection(name: str, method: str) -> str:
 
     Args:
         name: the checkpoint's file name.
-        method: ``"cell33"``, ``"auto"`` or ``"manual"``.
+        method: a key of SELECTION_METHODS (``"cell33"``, ``"auto"``, ``"manual"``, ``"picker"``).
 
     Raises:
         ValueError: an unknown method.
