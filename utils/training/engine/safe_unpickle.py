@@ -1,189 +1,165 @@
-"""Read the structure of a torch ``data.pkl`` without its tensors and without running code.
+"""Read the structure of a torch pickle without its tensors, without running code, within a budget.
 
 The listing needs the epoch, step and metrics of files that carry no JSON
-record (legacy files, bare ``state_dict`` files, files from other tools).
-Those values live in the archive's ``data.pkl``. This module unpickles it
-with a closed list of allowed globals, each mapped to a harmless stand-in:
+record (legacy files, bare ``state_dict`` files, files from other tools), and
+the loader checks a file's tensors before ``torch.load`` touches them. Both read
+the archive's ``data.pkl`` with this module, which interprets the pickle itself
+(:mod:`pickle_vm`) instead of handing it to Python's unpickler:
 
-* tensors become :class:`TensorStub` (dtype, shape, storage key), and no
-  storage bytes are read (``persistent_load`` returns a placeholder);
-* ``OrderedDict``, ``set``, ``complex``, ``torch.Size`` and dtypes are the real,
-  inert types;
-* anything else (a class, ``os.system``, ``numpy`` objects, ...) raises
-  :class:`RefusedGlobalError` before it is called, so a pickle that would run
-  code is never executed.
+* only the globals of :mod:`pickle_allowlist` are accepted, each mapped to an
+  inert value or a stand-in: tensors become :class:`TensorStub` (no storage byte
+  is read), DCP metadata objects become :class:`ObjectStub`; anything else raises
+  :class:`RefusedGlobalError` before it is called;
+* every value is charged against a :class:`PickleBudget` while it is built, so
+  a few hundred crafted bytes cannot make the reader (or whoever walks its
+  result) hang or exhaust memory: :class:`BudgetExceededError` says what was too big;
+* opcodes that need code or global registries raise :class:`RefusedOpcodeError`;
+* damaged bytes raise ``pickle.UnpicklingError`` with a short reason.
+
+docs/reliability.md ("The restricted unpickler") lists the budgets and compares
+the allowlist with ``torch.load(weights_only=True)``.
 """
 
 from __future__ import annotations
 
-import collections
-import io
 import pickle
-from dataclasses import dataclass
+from collections.abc import Mapping
 from typing import Any
 
-import torch
-
-__all__ = ["RefusedGlobalError", "StoragePlaceholder", "TensorStub", "load_structure"]
-
-
-class RefusedGlobalError(pickle.UnpicklingError):
-    """The pickle refers to a global outside the allowlist (it would need arbitrary unpickling)."""
-
-    def __init__(self, module: str, name: str) -> None:
-        self.qualified_name = f"{module}.{name}"
-        super().__init__(f"refers to {self.qualified_name}, which a safe reader does not run")
-
-
-@dataclass(frozen=True)
-class StoragePlaceholder:
-    """Stands for a tensor storage: its dtype, its member key in ``<root>/data/`` and its length."""
-
-    dtype: torch.dtype | None
-    key: str
-    numel: int
-
-
-@dataclass(frozen=True)
-class TensorStub:
-    """Stands for a tensor whose bytes were not read."""
-
-    dtype: torch.dtype | None = None
-    shape: tuple[int, ...] | None = None
-    storage: StoragePlaceholder | None = None
-    offset: int = 0
-
-    @property
-    def numel(self) -> int | None:
-        if self.shape is None:
-            return None
-        count = 1
-        for size in self.shape:
-            count *= int(size)
-        return count
-
-
-@dataclass(frozen=True)
-class _StorageType:
-    dtype: torch.dtype | None
-
-
-_STORAGE_DTYPES = {
-    "Double": torch.float64,
-    "Float": torch.float32,
-    "Half": torch.float16,
-    "BFloat16": torch.bfloat16,
-    "Long": torch.int64,
-    "Int": torch.int32,
-    "Short": torch.int16,
-    "Char": torch.int8,
-    "Byte": torch.uint8,
-    "Bool": torch.bool,
-    "ComplexFloat": torch.complex64,
-    "ComplexDouble": torch.complex128,
-}
-
-
-def _rebuild_tensor(storage, storage_offset=0, size=None, *_rest, **_kw) -> TensorStub:
-    storage = storage if isinstance(storage, StoragePlaceholder) else None
-    shape = tuple(int(s) for s in size) if size is not None else None
-    return TensorStub(storage.dtype if storage else None, shape, storage, int(storage_offset or 0))
-
-
-def _first_argument(data=None, *_rest, **_kw):
-    """``_rebuild_parameter(data, requires_grad, hooks)``: the parameter is its data."""
-    return data
-
-
-def _rebuild_from_type_v2(func, _new_type, args, _state):
-    return func(*args)
-
-
-def _opaque_tensor(*_args, **_kw) -> TensorStub:
-    """Sparse, quantized, meta or wrapper tensors: listed as 'a tensor', nothing more."""
-    return TensorStub()
-
-
-def _device(*args) -> str:
-    return ":".join(str(a) for a in args)
-
-
-_REBUILDERS = {
-    "_rebuild_tensor": _rebuild_tensor,
-    "_rebuild_tensor_v2": _rebuild_tensor,
-    "_rebuild_tensor_v3": _rebuild_tensor,
-    "_rebuild_parameter": _first_argument,
-    "_rebuild_parameter_with_state": _first_argument,
-}
-_OPAQUE = (
-    "_rebuild_qtensor",
-    "_rebuild_sparse_tensor",
-    "_rebuild_meta_tensor_no_storage",
-    "_rebuild_wrapper_subclass",
-    "_rebuild_nested_tensor",
-    "_rebuild_device_tensor_from_cpu_tensor",
-    "_rebuild_device_tensor_from_numpy",
+from .pickle_allowlist import DCP_CLASSES
+from .pickle_budget import (
+    DEFAULT_BUDGET,
+    BudgetExceededError,
+    PickleBudget,
+    RefusedGlobalError,
+    RefusedOpcodeError,
 )
-_BUILTINS = {"set": set, "frozenset": frozenset, "complex": complex, "bytearray": bytearray, "slice": slice}
+from .pickle_stubs import ObjectStub, SparseTensorStub, StoragePlaceholder, TensorStub
+from .pickle_vm import run
+
+__all__ = [
+    "DEFAULT_BUDGET",
+    "BudgetExceededError",
+    "ObjectStub",
+    "PickleBudget",
+    "RefusedGlobalError",
+    "RefusedOpcodeError",
+    "SparseTensorStub",
+    "StoragePlaceholder",
+    "TensorStub",
+    "load_structure",
+    "load_structure_at",
+    "read_dcp_metadata_structure",
+    "walk_leaves",
+]
+
+DCP_METADATA = DCP_CLASSES[0]  # torch.distributed.checkpoint.metadata.Metadata
 
 
-def _allowed_global(module: str, name: str) -> Any:
-    """The stand-in for ``module.name``; raises RefusedGlobalError when it is not allowed."""
-    if module == "torch._utils":
-        if name in _REBUILDERS:
-            return _REBUILDERS[name]
-        if name in _OPAQUE:
-            return _opaque_tensor
-    elif module == "torch._tensor" and name == "_rebuild_from_type_v2":
-        return _rebuild_from_type_v2
-    elif module in ("torch", "torch.cuda", "torch.storage"):
-        return _torch_global(module, name)
-    elif module == "collections" and name in ("OrderedDict", "Counter"):
-        return getattr(collections, name)
-    elif module in ("builtins", "__builtin__") and name in _BUILTINS:
-        return _BUILTINS[name]
-    elif module == "_codecs" and name == "encode":
-        return _latin1_encode
-    elif module == "torch.nn.parameter" and name == "Parameter":
-        return _first_argument
-    raise RefusedGlobalError(module, name)
+def _bytes_like(data: Any) -> Any:
+    if isinstance(data, (bytes, bytearray)):
+        return data
+    view = memoryview(data)
+    return view if view.format == "B" and view.ndim == 1 else view.cast("B")
 
 
-def _torch_global(module: str, name: str) -> Any:
-    if name.endswith("Storage"):
-        return _StorageType(_STORAGE_DTYPES.get(name[: -len("Storage")]))
-    if module == "torch" and name == "Size":
-        return torch.Size
-    if module == "torch" and name == "device":
-        return _device
-    value = getattr(torch, name, None) if module == "torch" else None
-    if isinstance(value, (torch.dtype, torch.layout, torch.memory_format)):
-        return value
-    raise RefusedGlobalError(module, name)
+def load_structure_at(data: Any, start: int = 0, budget: PickleBudget = DEFAULT_BUDGET) -> tuple[Any, int]:
+    """Unpickle the one pickle that starts at ``data[start]``; also say where it ends.
 
+    Files of the pre-1.6 torch format are several pickles one after another (magic
+    number, protocol version, system info, the object, the storage keys): read each
+    with the previous one's end offset.
 
-def _latin1_encode(text: str, encoding: str = "latin1") -> bytes:
-    # Protocol-2 pickles store bytes as _codecs.encode(str, "latin1").
-    return str(text).encode(encoding if encoding in ("latin1", "latin-1", "utf-8") else "latin1")
+    Args:
+        data: bytes, bytearray or a memoryview (e.g. of a memory-mapped file; not copied).
+        start: the offset of the pickle's first opcode.
+        budget: the limits (see :class:`PickleBudget`).
 
-
-class _StructureUnpickler(pickle.Unpickler):
-    def find_class(self, module: str, name: str) -> Any:
-        return _allowed_global(module, name)
-
-    def persistent_load(self, pid: Any) -> StoragePlaceholder:
-        if not (isinstance(pid, tuple) and len(pid) >= 5 and pid[0] == "storage"):
-            raise pickle.UnpicklingError(f"unknown persistent id {pid!r:.80}")
-        storage_type = pid[1]
-        dtype = storage_type.dtype if isinstance(storage_type, _StorageType) else None
-        return StoragePlaceholder(dtype, str(pid[2]), int(pid[4]))
-
-
-def load_structure(data: bytes) -> Any:
-    """Unpickle a torch ``data.pkl`` into plain Python values and :class:`TensorStub` s.
+    Returns:
+        (value, the offset just after the pickle's STOP opcode).
 
     Raises:
         RefusedGlobalError: the pickle needs a global outside the allowlist.
-        pickle.UnpicklingError: the bytes are not a valid pickle.
+        RefusedOpcodeError: it uses an opcode that needs code, or changes an object it may not.
+        BudgetExceededError: something in it is larger than ``budget`` allows.
+        pickle.UnpicklingError: the bytes are not a valid pickle (truncated, unknown opcode, ...).
     """
-    return _StructureUnpickler(io.BytesIO(data)).load()
+    data = _bytes_like(data)
+    if not 0 <= start <= len(data):
+        raise pickle.UnpicklingError(f"damaged pickle: start offset {start} outside {len(data)} bytes")
+    return run(data, start, budget)
+
+
+def load_structure(data: Any, *, budget: PickleBudget = DEFAULT_BUDGET, start: int = 0) -> Any:
+    """Unpickle a torch ``data.pkl`` into plain values, :class:`TensorStub` s and :class:`ObjectStub` s.
+
+    Bytes after the pickle's STOP opcode are ignored, as ``pickle.loads`` does.
+
+    Raises:
+        The errors of :func:`load_structure_at`, all subclasses of ``pickle.UnpicklingError``.
+    """
+    return load_structure_at(data, start, budget)[0]
+
+
+def read_dcp_metadata_structure(data: Any, *, budget: PickleBudget = DEFAULT_BUDGET) -> ObjectStub:
+    """The ``.metadata`` file of a ``torch.distributed.checkpoint`` folder, as plain data.
+
+    The result is ``ObjectStub("torch.distributed.checkpoint.metadata.Metadata")`` whose
+    ``state`` holds:
+
+    * ``state_dict_metadata``: ``{fqn: stub}``, each stub a ``TensorStorageMetadata``
+      (``properties``: a ``TensorProperties`` stub with ``dtype``, ``layout``,
+      ``requires_grad``, ``memory_format``, ``pin_memory``; ``size``: ``torch.Size``;
+      ``chunks``: list of ``ChunkStorageMetadata`` stubs with ``offsets`` and ``sizes``)
+      or a ``BytesStorageMetadata`` stub (empty state: a pickled non-tensor value);
+    * ``planner_data``: ``{fqn: tuple of keys}``, the path of each entry in the state dict;
+    * ``storage_data``: ``{MetadataIndex stub (fqn, offset, index): _StorageInfo stub
+      (relative_path, offset, length[, transform_descriptors])}``, where each item's bytes are;
+    * ``storage_meta``: a ``StorageMeta`` stub (``checkpoint_id`` as str, ``save_id``,
+      ``load_id``, ``modules``) or None; ``version``: str (torch >= 2.4).
+
+    Fields a newer torch adds appear in ``state`` as read. Read a field with
+    ``stub.state["name"]`` or ``stub.get("name")``.
+
+    Raises:
+        pickle.UnpicklingError: the file holds something else; and the errors of
+            :func:`load_structure_at`.
+    """
+    found = load_structure(data, budget=budget)
+    if not (isinstance(found, ObjectStub) and found.qualified_name == DCP_METADATA):
+        shown = found.class_name if isinstance(found, ObjectStub) else type(found).__name__
+        raise pickle.UnpicklingError(f"not a distributed checkpoint's .metadata: it holds a {shown}")
+    return found
+
+
+def walk_leaves(
+    obj: Any, leaf_type: type | tuple[type, ...], max_nodes: int = DEFAULT_BUDGET.max_cost
+) -> int:
+    """How many ``leaf_type`` values ``obj`` holds, visiting at most ``max_nodes`` values.
+
+    Looks into dict values, list, tuple, set and frozenset items, and :class:`ObjectStub`
+    fields, iteratively (no recursion, whatever the depth). A value reached twice (a
+    shared list) is visited twice, so the count is what a recursive walk would return.
+
+    Raises:
+        BudgetExceededError: more than ``max_nodes`` values would be visited.
+    """
+    count, visited, pending = 0, 0, [obj]
+    while pending:
+        item = pending.pop()
+        visited += 1
+        if isinstance(item, leaf_type):
+            count += 1
+            continue
+        if isinstance(item, ObjectStub):
+            item = item.state
+        if isinstance(item, Mapping):
+            children = item.values()
+        elif isinstance(item, (list, tuple, set, frozenset)):
+            children = item
+        else:
+            continue
+        if visited + len(pending) + len(children) > max_nodes:
+            raise BudgetExceededError("a structure with more values than", max_nodes)
+        pending.extend(children)
+    return count
