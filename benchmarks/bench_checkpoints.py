@@ -196,7 +196,7 @@ def run(size: dict, files: int, load_samples: int, repeats: int, save_repeats: i
     print(f"list_checkpoints of {files} files: {list_big * 1e3:.1f} ms (median of {repeats}, warm)")
     print(f"(b) per-checkpoint listing cost, 10x model / GPT-2 small = {list_big / list_small:.2f}x")
     meta = read_checkpoint_metadata(big_paths[0])
-    print(f"    metadata source for the 10x file: {meta['source']} (tensor_count {meta['tensor_count']})")
+    print(f"    metadata source for the 10x file: {meta.source} (tensor_count {meta.tensor_count})")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,7 +16,7 @@ import zipfile
 import pytest
 import torch
 
-from utils.training.engine import pickle_allowlist
+from utils.training.engine.safe_unpickle import allowlist as pickle_allowlist
 from utils.training.engine.checkpoint import save_checkpoint
 from utils.training.engine.format import count_leaves
 from utils.training.engine.safe_unpickle import (

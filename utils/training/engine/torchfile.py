@@ -154,7 +154,11 @@ class TorchFile:
                 f"({stub.storage_extent:,} of {storage.numel():,} elements)",
                 fix=DAMAGED_FIX,
             )
-        return storage.as_strided(tuple(stub.shape), tuple(stub.stride), stub.offset)
+        view = storage.as_strided(tuple(stub.shape), tuple(stub.stride), stub.offset)
+        # torch saves a lazily conjugated or negated view as its stored values plus a flag
+        if "conj" in stub.math_bits:
+            view = view.conj()
+        return view.neg() if "neg" in stub.math_bits else view
 
     def _storage(self, stub: TensorStub) -> torch.Tensor:
         placeholder = stub.storage

@@ -1,6 +1,6 @@
 """Opcodes of the restricted unpickler that reach the allowlist: globals, calls, BUILD, storages.
 
-REDUCE and NEWOBJ run only the handlers of :mod:`pickle_allowlist` (never a
+REDUCE and NEWOBJ run only the handlers of :mod:`allowlist` (never a
 real function or class); a call's result costs 1 + what its arguments cost, and
 that cost is charged as work too, so re-running a cheap call on one big shared
 argument is paid for every time. BUILD reaches only our own stubs (and accepts
@@ -12,9 +12,9 @@ from __future__ import annotations
 import pickle
 from typing import Any
 
-from .pickle_allowlist import apply_build, resolve
-from .pickle_budget import RefusedOpcodeError
-from .pickle_machine import (
+from .allowlist import apply_build, resolve
+from .budget import RefusedOpcodeError
+from .machine import (
     DICT,
     IMMUTABLE,
     KINDS,
@@ -28,8 +28,8 @@ from .pickle_machine import (
     damaged,
     new_node,
 )
-from .pickle_stubs import ObjectStub
-from .pickle_tensors import Global, persistent_storage
+from .stubs import ObjectStub
+from .tensors import Global, persistent_storage
 
 __all__ = ["CALL_OPCODES"]
 

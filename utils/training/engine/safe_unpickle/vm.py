@@ -12,10 +12,10 @@ value as it is made:
 * a container is **sealed** once it is used as a child or fetched again from the
   memo: changing it afterwards is refused, which keeps costs exact and makes
   cycles impossible (no checkpoint needs one);
-* calls (REDUCE, NEWOBJ) reach only the handlers of :mod:`pickle_allowlist`.
+* calls (REDUCE, NEWOBJ) reach only the handlers of :mod:`allowlist`.
 
-Scalar and memo opcodes are in :mod:`pickle_leaves`, calls in :mod:`pickle_calls`, the shared
-state in :mod:`pickle_machine`.
+Scalar and memo opcodes are in :mod:`leaves`, calls in :mod:`calls`, the shared
+state in :mod:`machine`.
 """
 
 from __future__ import annotations
@@ -25,10 +25,10 @@ import pickletools
 import struct
 from typing import Any
 
-from .pickle_budget import BudgetExceededError, HashSpread, PickleBudget, RefusedOpcodeError
-from .pickle_calls import CALL_OPCODES
-from .pickle_leaves import LEAF_OPCODES
-from .pickle_machine import (
+from .budget import BudgetExceededError, HashSpread, PickleBudget, RefusedOpcodeError
+from .calls import CALL_OPCODES
+from .leaves import LEAF_OPCODES
+from .machine import (
     DICT,
     IMMUTABLE,
     LIST,

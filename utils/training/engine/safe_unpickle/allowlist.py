@@ -18,15 +18,15 @@ from typing import Any
 
 import torch
 
-from .pickle_budget import (
+from .budget import (
     BudgetExceededError,
     HashSpread,
     PickleBudget,
     RefusedGlobalError,
     RefusedOpcodeError,
 )
-from .pickle_stubs import ObjectStub
-from .pickle_tensors import TENSOR_REBUILDERS, Global, StorageType, rebuild_parameter
+from .stubs import ObjectStub
+from .tensors import TENSOR_REBUILDERS, Global, StorageType, rebuild_parameter
 
 __all__ = ["DCP_CLASSES", "DICT_SUBCLASSES", "apply_build", "resolve"]
 

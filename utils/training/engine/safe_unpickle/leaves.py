@@ -10,9 +10,9 @@ import codecs
 import pickle
 import struct
 
-from .pickle_allowlist import resolve
-from .pickle_budget import BudgetExceededError
-from .pickle_machine import (
+from .allowlist import resolve
+from .budget import BudgetExceededError
+from .machine import (
     IMMUTABLE,
     MISSING,
     TEXT_NODE,

@@ -2,7 +2,7 @@
 
 They hold what the pickle says and nothing more: no tensor bytes are read, no
 class of the file's choosing is instantiated, and no attribute is set on a real
-object. :mod:`pickle_tensors` validates every field before it builds one.
+object. :mod:`tensors` validates every field before it builds one.
 """
 
 from __future__ import annotations

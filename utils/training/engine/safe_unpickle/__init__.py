@@ -4,9 +4,9 @@ The listing needs the epoch, step and metrics of files that carry no JSON
 record (legacy files, bare ``state_dict`` files, files from other tools), and
 the loader checks a file's tensors before ``torch.load`` touches them. Both read
 the archive's ``data.pkl`` with this module, which interprets the pickle itself
-(:mod:`pickle_vm`) instead of handing it to Python's unpickler:
+(:mod:`vm`) instead of handing it to Python's unpickler:
 
-* only the globals of :mod:`pickle_allowlist` are accepted, each mapped to an
+* only the globals of :mod:`allowlist` are accepted, each mapped to an
   inert value or a stand-in: tensors become :class:`TensorStub` (no storage byte
   is read), DCP metadata objects become :class:`ObjectStub`; anything else raises
   :class:`RefusedGlobalError` before it is called;
@@ -26,16 +26,16 @@ import pickle
 from collections.abc import Mapping
 from typing import Any
 
-from .pickle_allowlist import DCP_CLASSES
-from .pickle_budget import (
+from .allowlist import DCP_CLASSES
+from .budget import (
     DEFAULT_BUDGET,
     BudgetExceededError,
     PickleBudget,
     RefusedGlobalError,
     RefusedOpcodeError,
 )
-from .pickle_stubs import ObjectStub, SparseTensorStub, StoragePlaceholder, TensorStub
-from .pickle_vm import run
+from .stubs import ObjectStub, SparseTensorStub, StoragePlaceholder, TensorStub
+from .vm import run
 
 __all__ = [
     "DEFAULT_BUDGET",

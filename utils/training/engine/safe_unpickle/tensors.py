@@ -18,8 +18,8 @@ from typing import Any
 
 import torch
 
-from .pickle_budget import BudgetExceededError, PickleBudget
-from .pickle_stubs import SparseTensorStub, StoragePlaceholder, TensorStub, assemble
+from .budget import BudgetExceededError, PickleBudget
+from .stubs import SparseTensorStub, StoragePlaceholder, TensorStub, assemble
 
 __all__ = ["Global", "StorageType", "TENSOR_REBUILDERS", "persistent_storage", "sizes"]
 

@@ -2,7 +2,7 @@
 
 Values with a cost above 1 travel on the stack inside a :class:`Node` that
 carries the cost, the depth and whether the value may still change; plain
-scalars travel bare and cost 1. See :mod:`pickle_vm` for the rules.
+scalars travel bare and cost 1. See :mod:`vm` for the rules.
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import pickle
 from collections import OrderedDict
 from typing import Any
 
-from .pickle_budget import BudgetExceededError, HashSpread, PickleBudget
-from .pickle_stubs import ObjectStub
+from .budget import BudgetExceededError, HashSpread, PickleBudget
+from .stubs import ObjectStub
 
 __all__ = [
     "IMMUTABLE",
