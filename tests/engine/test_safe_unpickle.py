@@ -16,7 +16,6 @@ import zipfile
 import pytest
 import torch
 
-from utils.training.engine.safe_unpickle import allowlist as pickle_allowlist
 from utils.training.engine.checkpoint import save_checkpoint
 from utils.training.engine.format import count_leaves
 from utils.training.engine.safe_unpickle import (
@@ -30,6 +29,7 @@ from utils.training.engine.safe_unpickle import (
     read_dcp_metadata_structure,
     walk_leaves,
 )
+from utils.training.engine.safe_unpickle import allowlist as pickle_allowlist
 from utils.training.rng import capture_rng_state
 
 from .helpers import TinyNet, stepped_optimizer
