@@ -367,11 +367,10 @@ had never stopped.
 """,
         code="""
 # @title 24. Resume source { display-mode: "form" }
-from utils.notebook.recovery_view import preview_resume
-from utils.training.resume import resolve_resume_source
+from utils.notebook.recovery_view import resume_source
 
-resume_path = resolve_resume_source(RESUME, CHECKPOINT_DIR)
-print("\\n".join(preview_resume(resume_path, RESUME)))
+resume_path, resume_lines = resume_source(RESUME, CHECKPOINT_DIR)
+print("\\n".join(resume_lines))
 """,
     ),
     Cell(

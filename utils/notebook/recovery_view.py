@@ -7,15 +7,43 @@ from pathlib import Path
 from typing import Any
 
 from utils.notebook.plots import plot_training_curves, show_png
-from utils.training.engine.errors import CheckpointError
+from utils.training.engine.errors import CheckpointError, NoCheckpointsError
 from utils.training.engine.metadata import read_checkpoint_metadata
 from utils.training.engine.record import KINDS
 from utils.training.engine.recovery import format_checkpoint_table, results_from_scan, scan_checkpoints
 from utils.training.engine.text import safe_text
+from utils.training.resume import resolve_resume_source
 
-__all__ = ["preview_resume", "checkpoint_recovery", "CURVES_PNG"]
+__all__ = ["preview_resume", "resume_source", "checkpoint_recovery", "CURVES_PNG"]
 
 CURVES_PNG = "training_curves.png"
+
+
+def resume_source(resume_setting: Any, checkpoint_dir: str | os.PathLike) -> tuple[Path | None, list[str]]:
+    """Cell 24: the file RESUME names, and what a resume from it restores, in printable lines.
+
+    ``RESUME = "latest"`` on a folder without a valid checkpoint (a runtime that died before
+    its first save finished) starts a new run instead of stopping "Run all", and says so loudly,
+    with every file it skipped: checkpoints kept elsewhere (Drive not mounted?) must not be
+    missed silently.
+
+    Raises:
+        CheckpointNotFoundError, ResumeError: RESUME names a file that does not exist, or a folder.
+    """
+    try:
+        path = resolve_resume_source(resume_setting, checkpoint_dir)
+    except NoCheckpointsError:
+        scan = scan_checkpoints(checkpoint_dir)
+        lines = [
+            f"⚠️  RESUME = {resume_setting!r}, but {safe_text(checkpoint_dir)} holds no valid checkpoint: "
+            "a NEW run starts at epoch 1.",
+            "   (A runtime that disconnected before its first save leaves no checkpoint.)",
+            "   If your checkpoints are elsewhere, stop here and set CHECKPOINT_DIR to their folder "
+            "(on Colab: mount Google Drive in Cell 4 first).",
+        ]
+        lines += [f"   skipped: {safe_text(p.name, 120)}: {safe_text(reason)}" for p, reason in scan.skipped]
+        return None, lines
+    return path, preview_resume(path, resume_setting)
 
 
 def preview_resume(path: Path | None, resume_setting: str) -> list[str]:
