@@ -10,15 +10,22 @@ that can still fail on a copy, run before the first byte is written:
   tensor: a dtype that ``copy_`` cannot convert (a float4 tensor, say) is refused with
   that reason instead of failing after earlier tensors were copied.
 
-The copy itself goes row block by row block (about a megabyte at a time), and each
+The copy itself goes row block by row block (a few megabytes at a time), and each
 block is compared bit-for-bit with the file and searched for NaN/Inf right after it is
 written, while both are still in the CPU's cache: verification costs little more than
 the copy, where separate passes would read the whole model twice more.
+
+The loop runs on one CPU thread. Copies and comparisons are bound by memory bandwidth,
+which one core nearly fills, and each of the thousands of small operations would
+otherwise start a parallel region that waits for every thread of the pool: on a machine
+whose cores are busy with other work (a notebook's kernel beside a data loader, a
+shared CI runner) that made loading GPT-2 small ten times slower (benchmarks/bench_loading.py).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import contextlib
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -27,7 +34,7 @@ from .tensor_checks import equal_bits, has_nonfinite
 
 __all__ = ["CopyJob", "CopyResult", "UncopyableError", "check_copyable", "copy_verified"]
 
-_BLOCK_BYTES = 1 << 20
+_BLOCK_BYTES = 4 << 20
 
 
 @dataclass(frozen=True)
@@ -88,7 +95,7 @@ def copy_verified(jobs: Iterable[CopyJob], verify: bool) -> CopyResult:
     for NaN/Inf in it right after writing it.
     """
     result = CopyResult([], [])
-    with torch.no_grad():
+    with torch.no_grad(), _one_thread():
         for job in jobs:
             same, finite = _copy_blocks(job.target, job.source, verify)
             if not same:
@@ -96,6 +103,16 @@ def copy_verified(jobs: Iterable[CopyJob], verify: bool) -> CopyResult:
             if not finite:
                 result.nonfinite.append(job.name)
     return result
+
+
+@contextlib.contextmanager
+def _one_thread() -> Iterator[None]:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _copy_blocks(target: torch.Tensor, source: torch.Tensor, verify: bool) -> tuple[bool, bool]:
