@@ -149,6 +149,21 @@ class TestCell34InKernel:
         assert "❌ ERROR: Model architecture mismatch!" in text and "n_layer: checkpoint 2, model 3" in text
         assert "Traceback" not in text and same.strip() == "True"
 
+    def test_strict_off_loads_what_fits_into_a_bigger_model(self, session):
+        _forget(session, "results")
+        session.code(
+            "import torch\nfrom utils.model import GPT, config_for_preset\n"
+            "model = GPT(config_for_preset('tiny', n_layer=3))\n"
+            "block_2 = {k: v.clone() for k, v in model.state_dict().items() if '.h.2.' in k}"
+        )
+        source = re.sub(r"^STRICT = True", "STRICT = False", session.source(34), flags=re.MULTILINE)
+        text = session.run(34, source=source)
+        kept = session.code("print(all(torch.equal(block_2[k], model.state_dict()[k]) for k in block_2))")
+        session.run(13)  # back to the notebook's own model
+        assert "PARTIAL LOAD" in text and "🟰 Kept (the file lacks them):" in text
+        assert "transformer.h.2.* (12 tensors)" in text and "Traceback" not in text
+        assert kept.strip() == "True"
+
 
 class TestCell35InKernel:
     def test_prints_when_fresh_and_when_already_present(self, session):

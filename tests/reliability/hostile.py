@@ -396,7 +396,7 @@ def symlink_to_a_secret(folder: Path) -> HostileCase:
     secret.write_text("SECRET-TOKEN-1234 and more text\n")
     path = folder / "link.pt"
     path.symlink_to(secret)
-    return _case(folder, "symlink-leak", path, "list", r"damaged or not a checkpoint \(\d+ bytes of text\)")
+    return _case(folder, "symlink-leak", path, "list", r"damaged or not a checkpoint \(\d+ bytes of text")
 
 
 def storage_past_its_member(folder: Path) -> HostileCase:
