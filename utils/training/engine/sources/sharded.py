@@ -1,0 +1,173 @@
+"""This notebook's sharded (FSDP) checkpoint folder, read in one process without a process group.
+
+The layout is in ``sharded_folder``. The listing reads only the JSON record (never a
+shard); the loader reads the ``model`` group of the DCP shards, all of it, in this
+process (DCP reassembles the shards of every rank); resume gets the whole checkpoint in
+the single-file format (``open_training_state``), so the notebook's ``RESUME`` continues
+a run that started under torchrun, in one process.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .. import format as fmt
+from ..dcp_reading import METADATA_NAME, load_dcp, read_dcp_metadata, tensor_entries
+from ..errors import CheckpointNotFoundError, CorruptCheckpointError
+from ..record import CheckpointRecord, clean_float, clean_int, clean_timestamp
+from ..sharded_folder import (
+    LAYOUT,
+    RECORD_NAME,
+    TRAIN_STATE_NAME,
+    rank_file_name,
+    read_folder_record,
+    read_part,
+)
+from .base import Probe
+from .dcp import DcpSource
+
+__all__ = ["ShardedSource", "folder_probe", "indexed_optimizer_state", "read_sharded_training_state"]
+
+
+class ShardedSource(DcpSource):
+    """A folder written by the sharded saver: our record, DCP shards, per-rank states."""
+
+    kind = LAYOUT
+
+    def claims(self, probe: Probe) -> bool:
+        return probe.is_dir and RECORD_NAME in probe.entries and METADATA_NAME in probe.entries
+
+    def read_record(self, probe: Probe) -> CheckpointRecord:
+        meta = read_folder_record(probe.path)
+        metrics = {name: clean_float(value) for name, value in meta["metrics"].items()}
+        world = meta.get("world_size")
+        return CheckpointRecord(
+            path=probe.path,
+            kind=self.kind,
+            epoch=clean_int(meta["epoch"]),
+            global_step=clean_int(meta["global_step"]),
+            timestamp=clean_timestamp(meta["timestamp"]),
+            metrics=metrics,
+            history=tuple(meta["history"]),
+            config=meta["config"],
+            data_state=meta["data_state"],
+            has_optimizer=meta["has_optimizer"],
+            has_rng_state=meta["has_rng_state"],
+            tensor_count=meta["tensor_count"],
+            size_bytes=meta["size_bytes"],
+            format_version=meta["format_version"],
+            source="record",
+            link_target=probe.link_target,
+            notes=(f"written by {world} process(es) with FSDP",) if world else (),
+        )
+
+    def open_training_state(self, probe: Probe) -> Mapping[str, Any]:
+        """The checkpoint as one dict in the single-file format (full tensors, optimizer by index).
+
+        Random generators and data position are rank 0's; ``rank_states`` lists every rank's.
+
+        Raises:
+            CorruptCheckpointError: a part is missing or damaged (the message names it).
+            UnsafeCheckpointError: a part would need arbitrary unpickling.
+        """
+        folder = probe.path
+        read_folder_record(folder)  # no record: an unfinished save, refused before any shard is read
+        metadata = read_dcp_metadata(folder)
+        nested = _nest(metadata)
+        load_dcp(folder, nested, metadata=metadata, no_dist=True)
+        checkpoint = dict(read_part(folder, TRAIN_STATE_NAME))
+        ranks = [read_part(folder, rank_file_name(rank)) for rank in range(_world_size(folder, checkpoint))]
+        checkpoint[fmt.MODEL_STATE_KEY] = nested.get("model") or {}
+        optimizer = nested.get("optimizer")
+        checkpoint[fmt.OPTIMIZER_STATE_KEY] = indexed_optimizer_state(optimizer) if optimizer else None
+        checkpoint[fmt.RNG_STATE_KEY] = ranks[0].get("rng_state")
+        checkpoint[fmt.DATA_STATE_KEY] = ranks[0].get("data_state")
+        checkpoint["rank_states"] = ranks
+        return checkpoint
+
+
+def folder_probe(folder: str | os.PathLike) -> Probe:
+    """A probe of a folder (its path and file names), as detection gives it to a source."""
+    folder = Path(folder)
+    try:
+        entries = tuple(sorted(os.listdir(folder)))
+    except OSError as error:
+        raise CheckpointNotFoundError(folder, f"cannot be listed ({error.strerror or error})") from error
+    return Probe(path=folder, is_dir=True, entries=entries)
+
+
+def read_sharded_training_state(folder: str | os.PathLike) -> Mapping[str, Any]:
+    """``ShardedSource().open_training_state`` of a folder: the whole checkpoint in one process.
+
+    Raises:
+        CheckpointNotFoundError, CorruptCheckpointError, UnsafeCheckpointError: see the source.
+    """
+    return ShardedSource().open_training_state(folder_probe(folder))
+
+
+def _world_size(folder, checkpoint: Mapping[str, Any]) -> int:
+    world = (checkpoint.get(fmt.DATA_STATE_KEY) or {}).get("world_size")
+    if type(world) is not int or world < 1:
+        raise CorruptCheckpointError(folder, f"{TRAIN_STATE_NAME} does not say how many processes wrote it")
+    return world
+
+
+def _nest(metadata) -> dict[str, Any]:
+    """Empty tensors (and None for other values) in the nesting DCP flattened, ready for ``load_dcp``."""
+    tensors = tensor_entries(metadata)
+    paths = metadata.planner_data if isinstance(metadata.planner_data, dict) else {}
+    nested: dict[str, Any] = {}
+    for key, entry in metadata.state_dict_metadata.items():
+        value = torch.empty(tuple(entry.size), dtype=entry.properties.dtype) if key in tensors else None
+        path = paths.get(key, (key,))
+        if not isinstance(path, tuple) or not path:
+            raise CorruptCheckpointError(None, f"DCP's index has a bad path for {key!r}")
+        _put(nested, path, value)
+    return nested
+
+
+def _put(container: Any, path: tuple, value: Any) -> None:
+    """Set ``container[path[0]][path[1]]... = value``, creating dicts (str keys) and lists (int keys)."""
+    for step, following in zip(path, path[1:], strict=False):
+        fresh: Any = [] if isinstance(following, int) else {}
+        if isinstance(container, list):
+            while len(container) <= step:
+                container.append(None)
+            container[step] = container[step] if container[step] is not None else fresh
+            container = container[step]
+        else:
+            container = container.setdefault(step, fresh)
+    last = path[-1]
+    if isinstance(container, list):
+        while len(container) <= last:
+            container.append(None)
+    container[last] = value
+
+
+def indexed_optimizer_state(state: Mapping[str, Any]) -> dict[str, Any]:
+    """An optimizer state keyed by parameter name (DCP's form) as ``optimizer.state_dict()`` keys it.
+
+    ``optimizer.state_dict()`` numbers the parameters in the order its groups list them;
+    the named form lists the names in that same order, so the numbering is recovered
+    without the model.
+
+    Raises:
+        CorruptCheckpointError: the state is not in the named form.
+    """
+    groups, named = state.get("param_groups"), state.get("state") or {}
+    if not isinstance(groups, list) or not all(isinstance(g, Mapping) for g in groups):
+        raise CorruptCheckpointError(None, "the optimizer state has no parameter groups")
+    index: dict[str, int] = {}
+    indexed_groups = []
+    for group in groups:
+        numbers = [index.setdefault(str(name), len(index)) for name in group.get("params", [])]
+        indexed_groups.append({**group, "params": numbers})
+    return {
+        "state": {index[name]: dict(value) for name, value in named.items() if name in index},
+        "param_groups": indexed_groups,
+    }
