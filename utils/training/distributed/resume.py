@@ -22,17 +22,58 @@ from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_
 
 from utils.training.engine import format as fmt
 from utils.training.engine.dcp_reading import load_dcp, read_dcp_metadata, tensor_entries
-from utils.training.engine.errors import NotACheckpointError, ResumeError
+from utils.training.engine.errors import CheckpointError, NoCheckpointsError, NotACheckpointError, ResumeError
+from utils.training.engine.metadata import read_checkpoint_metadata
 from utils.training.engine.prefixes import strip_wrapper_prefixes, unwrap_model
 from utils.training.engine.reading import read_checkpoint_file
-from utils.training.engine.sharded_folder import TRAIN_STATE_NAME, rank_file_name, read_part
-from utils.training.resume import ResumeState, restore_run_parts, restore_training_state
+from utils.training.engine.sharded_folder import (
+    TRAIN_STATE_NAME,
+    checkpoint_folders,
+    rank_file_name,
+    read_folder_record,
+    read_part,
+)
+from utils.training.resume import (
+    ResumeState,
+    resolve_resume_source,
+    restore_run_parts,
+    restore_training_state,
+)
 from utils.training.rng import restore_rng_state
 
 from .context import DistributedContext
 from .rank_zero import RANKS_KEY
 
-__all__ = ["restore_for_ranks", "named_optimizer_state"]
+__all__ = ["named_optimizer_state", "resume_source", "restore_for_ranks"]
+
+
+def resume_source(resume: str | None, checkpoint_dir: str | Path) -> Path | None:
+    """``--resume`` as a checkpoint path: none, latest (a file or a sharded folder), or a path.
+
+    Raises:
+        NoCheckpointsError, CheckpointNotFoundError, ResumeError: as ``resolve_resume_source``.
+    """
+    if str(resume).strip().lower() != "latest":
+        return resolve_resume_source(resume, checkpoint_dir)
+    folders = []
+    for folder in checkpoint_folders(checkpoint_dir):
+        try:
+            meta = read_folder_record(folder)
+        except CheckpointError:
+            continue  # an incomplete folder is never resumed from
+        folders.append(((meta["global_step"] or 0, fmt.time_order(meta["timestamp"]), folder.name), folder))
+    newest_folder = max(folders, default=None)
+    try:
+        newest_file = resolve_resume_source("latest", checkpoint_dir)
+    except NoCheckpointsError:
+        if newest_folder is None:
+            raise
+        return newest_folder[1]
+    if newest_folder is None:
+        return newest_file
+    file_meta = read_checkpoint_metadata(newest_file)
+    file_key = (file_meta["global_step"] or 0, fmt.time_order(file_meta["timestamp"]), newest_file.name)
+    return newest_folder[1] if newest_folder[0] > file_key else newest_file
 
 
 def restore_for_ranks(
@@ -170,7 +211,7 @@ def _carry_position(context: DistributedContext, state: ResumeState, batches: An
         return
     state.missing.append(
         f"data order per process: written by {written} process(es), resumed with {context.world_size}; each "
-        "process now reads another part of every epoch (each epoch still covers the same windows)"
+        "process now reads another part of every epoch"
     )
     if state.batch_in_epoch:
         seen = state.batch_in_epoch * batches.batch_size * written  # windows of this epoch already trained on

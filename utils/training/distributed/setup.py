@@ -14,14 +14,16 @@ import os
 
 import torch
 import torch.distributed as dist
+from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 from torch.distributed.fsdp import fully_shard
 from torch.nn.parallel import DistributedDataParallel
 
+from utils.training.engine.prefixes import unwrap_model
 from utils.training.precision import resolve_device
 
 from .context import STRATEGIES, DistributedContext
 
-__all__ = ["launched_by_torchrun", "start", "stop", "wrap_model"]
+__all__ = ["full_state_dict", "launched_by_torchrun", "start", "stop", "wrap_model"]
 
 _TORCHRUN_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
 
@@ -85,3 +87,16 @@ def wrap_model(model: torch.nn.Module, context: DistributedContext) -> torch.nn.
         ids = [context.device.index] if context.device.type == "cuda" else None
         return DistributedDataParallel(model, device_ids=ids)
     return model
+
+
+def full_state_dict(model: torch.nn.Module, context: DistributedContext) -> dict[str, torch.Tensor] | None:
+    """The model's complete weights, on the CPU, on rank 0 (None on the others).
+
+    Under FSDP every rank must call it (the shards are gathered to rank 0).
+    """
+    if context.strategy == "fsdp" and context.has_group:
+        options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+        state = get_model_state_dict(model, options=options)
+    else:
+        state = {name: tensor.detach().cpu() for name, tensor in unwrap_model(model).state_dict().items()}
+    return state if context.is_main else None
