@@ -90,13 +90,17 @@ def wrap_model(model: torch.nn.Module, context: DistributedContext) -> torch.nn.
 
 
 def full_state_dict(model: torch.nn.Module, context: DistributedContext) -> dict[str, torch.Tensor] | None:
-    """The model's complete weights, on the CPU, on rank 0 (None on the others).
+    """A copy of the model's complete weights, on the CPU, on rank 0 (None on the others).
 
     Under FSDP every rank must call it (the shards are gathered to rank 0).
     """
     if context.strategy == "fsdp" and context.has_group:
-        options = StateDictOptions(full_state_dict=True, cpu_offload=True)
-        state = get_model_state_dict(model, options=options)
+        state = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
     else:
-        state = {name: tensor.detach().cpu() for name, tensor in unwrap_model(model).state_dict().items()}
-    return state if context.is_main else None
+        state = unwrap_model(model).state_dict()
+    # A copy: with one process the "gathered" tensors are the parameters themselves.
+    return (
+        {name: tensor.detach().to("cpu", copy=True) for name, tensor in state.items()}
+        if context.is_main
+        else None
+    )
