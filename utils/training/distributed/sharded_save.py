@@ -21,6 +21,7 @@ import datetime as _dt
 import json
 import os
 import shutil
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -80,7 +81,7 @@ def save_sharded_checkpoint(
     _agree(context, final, temporary, _prepare(temporary) if context.is_main else None)
     model_state, optimizer_state = get_state_dict(model, optimizer if optimizer is not None else [])
     checkpoint = _assemble(model_state, optimizer_state, when, parts)
-    failure = _write_shards(temporary, model_state, optimizer_state)
+    failure = _write_shards(context, temporary, model_state, optimizer_state)
     if failure is None:
         failure = _write_rank_file(context, temporary, {k: checkpoint.get(k) for k in _PER_RANK})
     _agree(context, final, temporary, failure)
@@ -119,11 +120,14 @@ def _state_of(obj: Any) -> Any:
     return obj.state_dict() if obj is not None and hasattr(obj, "state_dict") else obj
 
 
-def _write_shards(temporary: Path, model_state, optimizer_state) -> str | None:
+def _write_shards(context, temporary: Path, model_state, optimizer_state) -> str | None:
     """DCP writes this rank's shards (a collective: a failure on one rank fails it on all)."""
     state = {"model": model_state, **({"optimizer": optimizer_state} if optimizer_state else {})}
     try:
-        dcp.save(state, storage_writer=dcp.FileSystemWriter(temporary, sync_files=True))
+        with warnings.catch_warnings():  # without a process group DCP warns that it saves alone: intended
+            warnings.filterwarnings("ignore", message=".*assuming the intent is to save in a single process")
+            writer = dcp.FileSystemWriter(temporary, sync_files=True)
+            dcp.save(state, storage_writer=writer, no_dist=not context.has_group)
     except (Exception, dcp.api.CheckpointException) as error:  # CheckpointException is a BaseException
         return _reason(error)
     return None
