@@ -126,7 +126,7 @@ def _folder_into_shards(context, folder: Path, model, optimizer, scheduler, scal
     state = ResumeState(checkpoint_path=folder, kind="sharded")
     restore_run_parts(folder, obj, state, optimizer, scheduler, scaler)
     set_state_dict(model, optimizer, model_state_dict=wanted["model"], optim_state_dict=wanted["optimizer"])
-    written = (shared.get(fmt.DATA_STATE_KEY) or {}).get("world_size", 1)
+    written = read_folder_record(folder)["world_size"] or 1
     state.restored[:0] = [f"model weights and optimizer (DCP: {written} -> {context.world_size} process(es))"]
     ranks = [read_part(folder, rank_file_name(r)).get("rng_state") for r in range(written)]
     return state, ranks

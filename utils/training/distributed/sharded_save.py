@@ -80,7 +80,7 @@ def save_sharded_checkpoint(
     temporary = context.broadcast(temporary_path_for(final) if context.is_main else None)
     _agree(context, final, temporary, _prepare(temporary) if context.is_main else None)
     model_state, optimizer_state = get_state_dict(model, optimizer if optimizer is not None else [])
-    checkpoint = _assemble(model_state, optimizer_state, when, parts)
+    checkpoint = _assemble(model_state, optimizer_state, when, context.world_size, parts)
     failure = _write_shards(context, temporary, model_state, optimizer_state)
     if failure is None:
         failure = _write_rank_file(context, temporary, {k: checkpoint.get(k) for k in _PER_RANK})
@@ -103,9 +103,13 @@ def _prepare(temporary: Path) -> str | None:
     return None
 
 
-def _assemble(model_state, optimizer_state, when: _dt.datetime, parts: dict[str, Any]) -> dict[str, Any]:
+def _assemble(
+    model_state, optimizer_state, when: _dt.datetime, world_size: int, parts: dict[str, Any]
+) -> dict[str, Any]:
     """The checkpoint dict as ``save_checkpoint`` builds it (with the sharded tensors of this rank)."""
     stateful = {key: parts.pop(key, None) for key in ("scheduler", "scaler")}
+    if parts.get("data_state") is not None:  # a position means nothing without the split it belongs to
+        parts["data_state"] = {**parts["data_state"], "world_size": world_size}
     return fmt.build_checkpoint(
         model_state=model_state,
         optimizer_state=optimizer_state or None,

@@ -76,12 +76,14 @@ class ShardedSource(DcpSource):
             UnsafeCheckpointError: a part would need arbitrary unpickling.
         """
         folder = probe.path
-        read_folder_record(folder)  # no record: an unfinished save, refused before any shard is read
+        world = read_folder_record(folder)["world_size"]  # no record: an unfinished save, refused here
+        if world is None:
+            raise CorruptCheckpointError(folder, f"{RECORD_NAME} does not say how many processes wrote it")
         metadata = read_dcp_metadata(folder)
         nested = _nest(metadata)
         load_dcp(folder, nested, metadata=metadata, no_dist=True)
         checkpoint = dict(read_part(folder, TRAIN_STATE_NAME))
-        ranks = [read_part(folder, rank_file_name(rank)) for rank in range(_world_size(folder, checkpoint))]
+        ranks = [read_part(folder, rank_file_name(rank)) for rank in range(world)]
         checkpoint[fmt.MODEL_STATE_KEY] = nested.get("model") or {}
         optimizer = nested.get("optimizer")
         checkpoint[fmt.OPTIMIZER_STATE_KEY] = indexed_optimizer_state(optimizer) if optimizer else None
@@ -108,13 +110,6 @@ def read_sharded_training_state(folder: str | os.PathLike) -> Mapping[str, Any]:
         CheckpointNotFoundError, CorruptCheckpointError, UnsafeCheckpointError: see the source.
     """
     return ShardedSource().open_training_state(folder_probe(folder))
-
-
-def _world_size(folder, checkpoint: Mapping[str, Any]) -> int:
-    world = (checkpoint.get(fmt.DATA_STATE_KEY) or {}).get("world_size")
-    if type(world) is not int or world < 1:
-        raise CorruptCheckpointError(folder, f"{TRAIN_STATE_NAME} does not say how many processes wrote it")
-    return world
 
 
 def _nest(metadata) -> dict[str, Any]:
