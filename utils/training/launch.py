@@ -185,9 +185,10 @@ def run_job(job: Job) -> TrainingRun:
 def _header(job: Job) -> str:
     context, batches = job.context, job.batches
     processes = f"{context.world_size} process(es)" + (" (torchrun)" if launched_by_torchrun() else "")
+    backend = torch.distributed.get_backend() if context.has_group else "none"
     return (
-        f"🖥️  {processes}, strategy {context.strategy}, device {context.device}; each process trains "
-        f"{batches.batches_per_epoch} batches of {batches.batch_size} per epoch"
+        f"🖥️  {processes}, strategy {context.strategy}, device {context.device}, backend {backend}; each "
+        f"process trains {batches.batches_per_epoch} batches of {batches.batch_size} per epoch"
     )
 
 
