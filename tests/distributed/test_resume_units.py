@@ -2,36 +2,16 @@
 
 from __future__ import annotations
 
-import pytest
 import torch
 
 from tests.engine.helpers import TinyNet, save, stepped_optimizer
 from tests.engine.sharded_helpers import write_sharded
 from utils.training.distributed.context import DistributedContext
 from utils.training.distributed.data import RankBatches
-from utils.training.distributed.resume import named_optimizer_state, restore_for_ranks, resume_source
-from utils.training.engine.errors import NoCheckpointsError
-from utils.training.engine.sharded_folder import RECORD_NAME
+from utils.training.distributed.resume import named_optimizer_state, restore_for_ranks
 from utils.training.engine.sources.sharded import indexed_optimizer_state
 
 BATCHES = RankBatches(torch.arange(4000), 4, 16, seed=1, rank=0, world_size=2)
-
-
-class TestResumeSource:
-    def test_latest_is_the_highest_step_file_or_folder(self, tmp_path):
-        save(tmp_path, epoch=0, step=4)
-        folder = write_sharded(tmp_path, epoch=1, step=6)
-        assert resume_source("latest", tmp_path) == folder
-        newest_file = save(tmp_path, epoch=2, step=8)
-        assert resume_source("latest", tmp_path) == newest_file
-
-    def test_an_unfinished_folder_is_never_chosen(self, tmp_path):
-        (write_sharded(tmp_path, step=9) / RECORD_NAME).unlink()
-        with pytest.raises(NoCheckpointsError, match="holds no valid checkpoint"):
-            resume_source("latest", tmp_path)
-
-    def test_none_and_paths_as_the_notebook(self, tmp_path):
-        assert resume_source("none", tmp_path) is None
 
 
 class TestRestoreForRanks:

@@ -11,7 +11,8 @@ processes costs more than these tiny runs, so one torchrun start serves several 
 4. torchrun: resume both stopped runs with 2 processes (the FSDP one after the kill), and
    the 1-process FSDP run with 2 processes;
 5. torchrun: the real CLI (``-m utils.training.launch``), FSDP with mid-epoch saves and
-   retention of folders.
+   retention of folders;
+6. a notebook kernel: Cells 33, 34 and RESUME on the folders of the 2-process FSDP run.
 """
 
 from __future__ import annotations
@@ -20,11 +21,13 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 
 from utils.training.engine.naming import is_temporary_file, parse_checkpoint_foldername
 from utils.training.engine.sharded_folder import RECORD_NAME, rank_file_name
 from utils.training.engine.sources.sharded import read_sharded_training_state
 
+from ..notebook.kernel import Kernel
 from .runs import (
     FAST,
     TORCHRUN,
@@ -169,3 +172,41 @@ class TestCommandLine:
         steps = [parse_checkpoint_foldername(f).global_step for f in listed_folders(tmp_path)]
         assert 6 in steps and len(steps) <= 3  # the newest two and the best one
         assert not [path for path in tmp_path.iterdir() if is_temporary_file(path.name)]
+
+
+@pytest.mark.slow
+@pytest.mark.notebook
+class TestNotebookReadsFsdpFolders:
+    """A run written by 2 FSDP processes, in the notebook (one process, no process group)."""
+
+    @pytest.fixture(scope="class")
+    def kernel(self, runs, tmp_path_factory):
+        folder = _copy(runs["ck"] / "fsdp_full", tmp_path_factory.mktemp("nb") / "ck")
+        with Kernel(EPOCHS=3, CHECKPOINT_DIR=str(folder), OUTPUT_DIR=str(folder.parent / "out"),
+                    RESUME="latest", KEEP_LAST=10) as kernel:  # fmt: skip
+            kernel.folder = folder
+            kernel.outputs = kernel.run_range(1, 25)
+            yield kernel
+
+    def test_cell_33_lists_the_folders_and_recovers_their_history(self, kernel):
+        text = kernel.run(33)
+        assert text.count("checkpoint_epoch000") >= 2 and "Traceback" not in text
+        history = kernel.code("print([row['epoch'] for row in results['history']])")
+        assert history.strip() == "[0, 1]"
+
+    def test_cell_34_loads_a_folder_into_the_one_process_model(self, kernel, runs):
+        text = kernel.run(34)
+        assert "✅ Weights loaded successfully!" in text and "Traceback" not in text
+        kernel.code("import torch; torch.save({k: v.cpu() for k, v in model.state_dict().items()}, 'loaded.pt')"
+                    .replace("'loaded.pt'", repr(str(kernel.folder.parent / "loaded.pt"))))  # fmt: skip
+        loaded = torch.load(kernel.folder.parent / "loaded.pt", weights_only=True)
+        best = next(f for f in listed_folders(kernel.folder) if f.name in text)
+        assert different(loaded, checkpoint_weights(best)) == []
+
+    def test_resume_continues_the_torchrun_run_in_one_process(self, kernel):
+        assert (
+            "sharded checkpoint" in kernel.outputs[25]
+            and "RESUMING from checkpoint_epoch0001" in kernel.outputs[25]
+        )
+        text = kernel.run(32)
+        assert "Epoch 3/3" in text and "Traceback" not in text

@@ -25,6 +25,7 @@ from utils.training.engine.sharded_folder import (
     read_folder_record,
     read_part,
     remove_checkpoint_folder,
+    world_size_of,
 )
 
 
@@ -50,10 +51,9 @@ class TestReadFolderRecord:
         folder = write_sharded(tmp_path, epoch=2, step=9, val_loss=0.5)
         for shard in folder.glob("*.distcp"):
             shard.unlink()  # the listing never needs the shards
-        meta = read_folder_record(folder)
-        assert (meta["kind"], meta["epoch"], meta["global_step"], meta["world_size"]) == ("sharded", 2, 9, 1)
-        assert meta["metrics"]["val_loss"] == 0.5 and meta["has_optimizer"] and meta["has_rng_state"]
-        assert meta["size_bytes"] == folder_size(folder) > 0
+        raw = read_folder_record(folder)
+        assert (raw["layout"], raw["epoch"], raw["global_step"], raw["world_size"]) == ("sharded", 2, 9, 1)
+        assert raw["metrics"]["val_loss"] == 0.5 and raw["has_optimizer"] and raw["has_rng_state"]
 
     def test_unfinished_save_has_no_record(self, tmp_path):
         folder = write_sharded(tmp_path)
@@ -72,6 +72,21 @@ class TestReadFolderRecord:
             read_folder_record(tmp_path / "absent")
 
 
+class TestWorldSizeOf:
+    def test_a_positive_count_or_none(self):
+        assert world_size_of({"world_size": 4}) == 4
+        assert [world_size_of({"world_size": v}) for v in (0, -1, True, "2", 2.0)] == [None] * 5
+        assert world_size_of({}) is None
+
+
+class TestFolderSize:
+    def test_the_files_directly_inside(self, tmp_path):
+        (tmp_path / "a").write_bytes(b"12345")
+        (tmp_path / "sub").mkdir()
+        (tmp_path / "sub" / "b").write_bytes(b"123")
+        assert folder_size(tmp_path) == 5 and folder_size(tmp_path / "absent") == 0
+
+
 class TestReadPart:
     def test_reads_a_dict_with_weights_only(self, tmp_path):
         part = read_part(write_sharded(tmp_path, step=7), TRAIN_STATE_NAME)
@@ -85,7 +100,7 @@ class TestReadPart:
         folder = write_sharded(tmp_path)
         (folder / TRAIN_STATE_NAME).unlink()
         os.mkfifo(folder / TRAIN_STATE_NAME)
-        with pytest.raises(CorruptCheckpointError, match="not a regular file"):
+        with pytest.raises(CorruptCheckpointError, match="named pipe"):
             read_part(folder, TRAIN_STATE_NAME)
 
     def test_pickle_that_would_run_code_is_refused(self, tmp_path):

@@ -14,6 +14,7 @@ from utils.training.engine.sources.sharded import (
     ShardedSource,
     folder_probe,
     indexed_optimizer_state,
+    read_sharded_record,
     read_sharded_training_state,
 )
 
@@ -54,12 +55,12 @@ class TestShardedSourceOpenWeights:
 
 
 class TestShardedSourceOpenTrainingState:
-    def test_the_single_file_format(self, tmp_path, trained):
+    def test_everything_but_the_weights_in_the_single_file_format(self, tmp_path, trained):
         model, optimizer = trained
         state = ShardedSource().open_training_state(
             folder_probe(write_sharded(tmp_path, step=7, model=model, optimizer=optimizer))
         )
-        assert fmt.checkpoint_kind(state) == "full" and state["global_step"] == 7
+        assert state["global_step"] == 7 and fmt.MODEL_STATE_KEY not in state  # open_weights reads those
         restored = torch.optim.AdamW(TinyNet().parameters(), lr=1e-3)
         restored.load_state_dict(state[fmt.OPTIMIZER_STATE_KEY])
         assert torch.equal(
@@ -98,3 +99,10 @@ class TestIndexedOptimizerState:
 class TestReadShardedTrainingState:
     def test_reads_a_folder_path(self, tmp_path):
         assert read_sharded_training_state(write_sharded(tmp_path, step=5))["global_step"] == 5
+
+
+class TestReadShardedRecord:
+    def test_the_record_of_a_folder_path(self, tmp_path):
+        record = read_sharded_record(write_sharded(tmp_path, step=5))
+        assert (record.kind, record.global_step, record.size_bytes > 0) == ("sharded", 5, True)
+        assert record.notes == ("written by 1 process(es) with FSDP",)

@@ -5,12 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 
+from tests.engine.helpers import save
+from tests.engine.sharded_helpers import write_sharded
 from utils.model import GPT, config_for_preset
 from utils.training import describe_changes, resolve_resume_source, restore_training_state, train
 from utils.training.distributed.context import DistributedContext
 from utils.training.distributed.sharded_save import save_sharded_checkpoint
 from utils.training.engine import format as fmt
-from utils.training.engine.errors import ResumeError
+from utils.training.engine.errors import NoCheckpointsError, ResumeError
 from utils.training.resume import ResumeState, restore_run_parts
 
 
@@ -46,6 +48,18 @@ class TestResolveResumeSourceWithFolders:
     def test_a_sharded_checkpoint_folder_is_a_source(self, run_and_folder):
         _, sharded = run_and_folder
         assert resolve_resume_source(str(sharded), sharded.parent) == sharded
+
+    def test_latest_is_the_highest_step_file_or_folder(self, tmp_path):
+        save(tmp_path, epoch=0, step=4)
+        folder = write_sharded(tmp_path, epoch=1, step=6)
+        assert resolve_resume_source("latest", tmp_path) == folder
+        newest_file = save(tmp_path, epoch=2, step=8)
+        assert resolve_resume_source("latest", tmp_path) == newest_file
+
+    def test_an_unfinished_folder_is_never_latest(self, tmp_path):
+        (write_sharded(tmp_path, step=9) / fmt.METADATA_RECORD).unlink()
+        with pytest.raises(NoCheckpointsError, match="holds no valid checkpoint"):
+            resolve_resume_source("latest", tmp_path)
 
     def test_any_other_folder_is_still_refused(self, tmp_path):
         with pytest.raises(ResumeError, match="RESUME names a folder"):

@@ -32,12 +32,12 @@ from utils.model import GPT, PRESETS, config_for_preset
 from utils.notebook.runtime import resolve_preset, seed_everything
 from utils.training.distributed.context import STRATEGIES, DistributedContext
 from utils.training.distributed.data import RankBatches
-from utils.training.distributed.resume import restore_for_ranks, resume_source
+from utils.training.distributed.resume import restore_for_ranks
 from utils.training.distributed.setup import launched_by_torchrun, start, stop, wrap_model
 from utils.training.engine.errors import CheckpointError
 from utils.training.optim import build_optimizer, build_scheduler
 from utils.training.precision import PRECISIONS, build_grad_scaler, resolve_precision
-from utils.training.resume import ResumeState
+from utils.training.resume import ResumeState, resolve_resume_source
 from utils.training.settings import TrainConfig, TrainingRun
 
 __all__ = ["Job", "build_parser", "main", "prepare", "run_job", "train_config_from_args"]
@@ -156,7 +156,7 @@ def prepare(args: argparse.Namespace, context: DistributedContext) -> Job:
     scheduler = build_scheduler(optimizer, config.warmup_steps, total, config.min_lr_ratio)
     scaler = build_grad_scaler(config.mixed_precision, context.device)
     folder = Path(args.checkpoint_dir).expanduser()
-    source = resume_source(args.resume, folder)
+    source = resolve_resume_source(args.resume, folder)
     resume = (
         restore_for_ranks(context, source, model, optimizer, scheduler, scaler, batches) if source else None
     )

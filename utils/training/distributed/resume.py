@@ -22,58 +22,23 @@ from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_
 
 from utils.training.engine import format as fmt
 from utils.training.engine.dcp_reading import load_dcp, read_dcp_metadata, tensor_entries
-from utils.training.engine.errors import CheckpointError, NoCheckpointsError, NotACheckpointError, ResumeError
-from utils.training.engine.metadata import read_checkpoint_metadata
+from utils.training.engine.errors import NotACheckpointError, ResumeError
 from utils.training.engine.prefixes import strip_wrapper_prefixes, unwrap_model
-from utils.training.engine.reading import read_checkpoint_file
 from utils.training.engine.sharded_folder import (
     TRAIN_STATE_NAME,
-    checkpoint_folders,
     rank_file_name,
     read_folder_record,
     read_part,
+    world_size_of,
 )
-from utils.training.resume import (
-    ResumeState,
-    resolve_resume_source,
-    restore_run_parts,
-    restore_training_state,
-)
+from utils.training.engine.sources import open_checkpoint
+from utils.training.resume import ResumeState, restore_run_parts, restore_training_state
 from utils.training.rng import restore_rng_state
 
 from .context import DistributedContext
 from .rank_zero import RANKS_KEY
 
-__all__ = ["named_optimizer_state", "resume_source", "restore_for_ranks"]
-
-
-def resume_source(resume: str | None, checkpoint_dir: str | Path) -> Path | None:
-    """``--resume`` as a checkpoint path: none, latest (a file or a sharded folder), or a path.
-
-    Raises:
-        NoCheckpointsError, CheckpointNotFoundError, ResumeError: as ``resolve_resume_source``.
-    """
-    if str(resume).strip().lower() != "latest":
-        return resolve_resume_source(resume, checkpoint_dir)
-    folders = []
-    for folder in checkpoint_folders(checkpoint_dir):
-        try:
-            meta = read_folder_record(folder)
-        except CheckpointError:
-            continue  # an incomplete folder is never resumed from
-        folders.append(((meta["global_step"] or 0, fmt.time_order(meta["timestamp"]), folder.name), folder))
-    newest_folder = max(folders, default=None)
-    try:
-        newest_file = resolve_resume_source("latest", checkpoint_dir)
-    except NoCheckpointsError:
-        if newest_folder is None:
-            raise
-        return newest_folder[1]
-    if newest_folder is None:
-        return newest_file
-    file_meta = read_checkpoint_metadata(newest_file)
-    file_key = (file_meta["global_step"] or 0, fmt.time_order(file_meta["timestamp"]), newest_file.name)
-    return newest_folder[1] if newest_folder[0] > file_key else newest_file
+__all__ = ["named_optimizer_state", "restore_for_ranks"]
 
 
 def restore_for_ranks(
@@ -126,7 +91,7 @@ def _folder_into_shards(context, folder: Path, model, optimizer, scheduler, scal
     state = ResumeState(checkpoint_path=folder, kind="sharded")
     restore_run_parts(folder, obj, state, optimizer, scheduler, scaler)
     set_state_dict(model, optimizer, model_state_dict=wanted["model"], optim_state_dict=wanted["optimizer"])
-    written = read_folder_record(folder)["world_size"] or 1
+    written = world_size_of(read_folder_record(folder)) or 1
     state.restored[:0] = [f"model weights and optimizer (DCP: {written} -> {context.world_size} process(es))"]
     ranks = [read_part(folder, rank_file_name(r)).get("rng_state") for r in range(written)]
     return state, ranks
@@ -134,21 +99,25 @@ def _folder_into_shards(context, folder: Path, model, optimizer, scheduler, scal
 
 def _file_into_shards(path: Path, model, optimizer, scheduler, scaler):
     """Every rank reads the single file; ``set_state_dict`` keeps this rank's shards of the full state."""
-    obj = read_checkpoint_file(path).obj
-    if fmt.checkpoint_kind(obj) not in ("full", "legacy"):
-        raise NotACheckpointError(
-            path, "holds no training state (a weights-only file)",
-            expected="a checkpoint written by the training loop", fix="resume from another checkpoint",
-        )  # fmt: skip
-    model_state, _ = get_state_dict(model, optimizer)
-    weights, _ = strip_wrapper_prefixes(obj[fmt.MODEL_STATE_KEY], model_keys=model_state)
-    _check_names(path, model_state, weights)
-    state = ResumeState(checkpoint_path=path, kind=fmt.checkpoint_kind(obj))
-    restore_run_parts(path, obj, state, optimizer, scheduler, scaler)
-    saved = obj.get(fmt.OPTIMIZER_STATE_KEY)
-    options = StateDictOptions(full_state_dict=True)
-    named = named_optimizer_state(saved, optimizer, model) if saved else None
-    set_state_dict(model, optimizer, model_state_dict=weights, optim_state_dict=named or {}, options=options)
+    with open_checkpoint(path) as checkpoint:
+        obj = checkpoint.training_state()
+        if obj is None:
+            raise NotACheckpointError(
+                path, "holds no training state (a weights-only file)",
+                expected="a checkpoint written by the training loop", fix="resume from another checkpoint",
+            )  # fmt: skip
+        model_state, _ = get_state_dict(model, optimizer)
+        with checkpoint.weights() as stored:  # memory-mapped views, valid inside this block
+            weights, _ = strip_wrapper_prefixes({n: stored.tensor(n) for n in stored}, model_keys=model_state)
+            _check_names(path, model_state, weights)  # before anything changes
+            state = ResumeState(checkpoint_path=path, kind=checkpoint.kind)
+            restore_run_parts(path, dict(obj), state, optimizer, scheduler, scaler)
+            saved = obj.get(fmt.OPTIMIZER_STATE_KEY)
+            named = named_optimizer_state(saved, optimizer, model) if saved else {}
+            options = StateDictOptions(full_state_dict=True)
+            set_state_dict(
+                model, optimizer, model_state_dict=weights, optim_state_dict=named, options=options
+            )
     state.restored[:0] = [
         "model weights" + (" and optimizer" if named else "") + " (full state, sharded here)"
     ]
@@ -182,10 +151,11 @@ def _shape(stored: Any) -> tuple[int, ...]:
 def _rank_generators(source: Path) -> list[Any] | None:
     """Every rank's generator states stored with the checkpoint (None when it has none)."""
     if source.is_dir():
-        world = len(list(source.glob("rank_*.pt")))
+        world = world_size_of(read_folder_record(source)) or 0
         return [read_part(source, rank_file_name(r)).get("rng_state") for r in range(world)]
-    obj = read_checkpoint_file(source).obj
-    rng = obj.get(fmt.RNG_STATE_KEY) if isinstance(obj, dict) else None
+    with open_checkpoint(source) as checkpoint:
+        obj = checkpoint.training_state() or {}
+    rng = obj.get(fmt.RNG_STATE_KEY)
     return rng.get(RANKS_KEY) if isinstance(rng, dict) else None
 
 

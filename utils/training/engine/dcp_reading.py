@@ -33,7 +33,8 @@ from torch.distributed.checkpoint import metadata as dcp_metadata
 from torch.distributed.checkpoint.default_planner import DefaultLoadPlanner
 from torch.distributed.checkpoint.filesystem import FileSystemReader, _StorageInfo
 
-from .errors import CorruptCheckpointError, UnsafeCheckpointError
+from .errors import CheckpointError, CheckpointNotFoundError, CorruptCheckpointError, UnsafeCheckpointError
+from .untrusted import read_small_file
 
 __all__ = ["SafePlanner", "SafeReader", "load_dcp", "read_dcp_metadata", "tensor_entries"]
 
@@ -104,22 +105,15 @@ def read_dcp_metadata(folder: str | os.PathLike) -> dcp_metadata.Metadata:
 
 
 def _read_capped(path: Path, folder: Path) -> bytes:
-    """The bytes of a regular file (never a FIFO or device), at most the cap."""
+    """The bytes of ``.metadata`` through the reading boundary (a regular file, never a FIFO; capped)."""
     try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
-    except FileNotFoundError:
+        return read_small_file(path, _MAX_METADATA_BYTES)
+    except CheckpointNotFoundError:
         raise CorruptCheckpointError(
             folder, f"has no {METADATA_NAME}: not a complete torch.distributed.checkpoint folder", fix=_FIX
         ) from None
-    except OSError as error:
-        raise CorruptCheckpointError(folder, f"{METADATA_NAME} cannot be opened: {error}") from error
-    with os.fdopen(fd, "rb") as file:
-        if not stat.S_ISREG(os.fstat(file.fileno()).st_mode):
-            raise CorruptCheckpointError(folder, f"{METADATA_NAME} is not a regular file", fix=_FIX)
-        data = file.read(_MAX_METADATA_BYTES + 1)
-    if len(data) > _MAX_METADATA_BYTES:
-        raise CorruptCheckpointError(folder, f"{METADATA_NAME} is larger than 256 MB", fix=_FIX)
-    return data
+    except CheckpointError as error:
+        raise CorruptCheckpointError(folder, f"its {METADATA_NAME} {error.problem}", fix=_FIX) from error
 
 
 def _check(folder: Path, metadata: Any) -> None:

@@ -18,19 +18,20 @@ without a process group: the listing, retention and the one-process loader use i
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
+import pickle
 import shutil
-import stat
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from . import format as fmt
-from .errors import CheckpointNotFoundError, CorruptCheckpointError, UnsafeCheckpointError
-from .metadata import normalise_metadata
+from .errors import CheckpointError, CheckpointNotFoundError, CorruptCheckpointError, UnsafeCheckpointError
 from .naming import is_temporary_file, parse_checkpoint_foldername, temporary_path_for
+from .untrusted import LIMITS, read_small_file
 
 __all__ = [
     "DCP_METADATA_NAME",
@@ -43,14 +44,13 @@ __all__ = [
     "read_folder_record",
     "read_part",
     "remove_checkpoint_folder",
+    "world_size_of",
 ]
 
 RECORD_NAME = fmt.METADATA_RECORD
 TRAIN_STATE_NAME = "train_state.pt"
 DCP_METADATA_NAME = ".metadata"
 LAYOUT = "sharded"  # the record's "layout" value
-# A record holds the history (one row per epoch) and the config: far below this.
-_MAX_RECORD_BYTES = 32 << 20
 _FIX = "use another checkpoint (an earlier one of the same run), or load only the weights"
 
 
@@ -75,11 +75,10 @@ def checkpoint_folders(parent: str | os.PathLike) -> list[Path]:
 
 
 def read_folder_record(folder: str | os.PathLike) -> dict[str, Any]:
-    """The metadata of a sharded checkpoint folder, from its JSON record alone (no shard is read).
+    """A sharded checkpoint folder's JSON record, as written (no shard is read; values not yet cleaned).
 
     Returns:
-        The dict of ``metadata.read_checkpoint_metadata`` with ``kind`` "sharded",
-        ``source`` "record", ``size_bytes`` (every file in the folder) and ``world_size``.
+        The record: ``save_checkpoint``'s metadata record plus ``layout`` and ``world_size``.
 
     Raises:
         CheckpointNotFoundError: the folder does not exist.
@@ -88,44 +87,29 @@ def read_folder_record(folder: str | os.PathLike) -> dict[str, Any]:
     folder = Path(folder)
     if not folder.is_dir():
         raise CheckpointNotFoundError(folder, "is not a folder", fix="name a sharded checkpoint folder")
-    record = _load_record(folder)
-    meta = normalise_metadata(record)
-    world = record.get("world_size")
-    meta.update(
-        kind=LAYOUT,
-        source="record",
-        has_optimizer=bool(record.get("has_optimizer", False)),
-        has_rng_state=bool(record.get("has_rng_state", False)),
-        tensor_count=record.get("tensor_count") if type(record.get("tensor_count")) is int else None,
-        size_bytes=folder_size(folder),
-        world_size=world if type(world) is int and world > 0 else None,
-    )
-    return meta
-
-
-def _load_record(folder: Path) -> dict[str, Any]:
-    path = folder / RECORD_NAME
     try:
-        with open(path, "rb") as file:
-            data = file.read(_MAX_RECORD_BYTES + 1)
-    except FileNotFoundError:
+        data = read_small_file(folder / RECORD_NAME, LIMITS.record_bytes)
+    except CheckpointNotFoundError:
         raise CorruptCheckpointError(
             folder, f"has no {RECORD_NAME}: the sharded save did not finish",
             expected=f"a folder written by the sharded saver, with {RECORD_NAME} inside",
             fix="use another checkpoint; this folder is incomplete",
         ) from None  # fmt: skip
-    except OSError as error:
-        raise CorruptCheckpointError(folder, f"{RECORD_NAME} cannot be read: {error}") from error
+    except CheckpointError as error:
+        raise CorruptCheckpointError(folder, f"{RECORD_NAME} {error.problem}", fix=_FIX) from error
     try:
-        record = json.loads(data) if len(data) <= _MAX_RECORD_BYTES else None
+        record = json.loads(data)
     except ValueError:
         record = None
     if not isinstance(record, dict) or fmt.FORMAT_VERSION_KEY not in record:
-        raise CorruptCheckpointError(
-            folder, f"{RECORD_NAME} is not a checkpoint record (damaged, or larger than 32 MB)",
-            fix="use another checkpoint",
-        )  # fmt: skip
+        raise CorruptCheckpointError(folder, f"{RECORD_NAME} is not a checkpoint record", fix=_FIX)
     return record
+
+
+def world_size_of(record: dict[str, Any]) -> int | None:
+    """How many processes wrote the folder, from its record; None when the record does not say."""
+    world = record.get("world_size")
+    return world if type(world) is int and 0 < world < 1 << 20 else None
 
 
 def folder_size(folder: str | os.PathLike) -> int:
@@ -156,25 +140,25 @@ def remove_checkpoint_folder(folder: str | os.PathLike) -> None:
     shutil.rmtree(doomed)
 
 
-def read_part(folder: Path, name: str) -> dict[str, Any]:
+def read_part(folder: str | os.PathLike, name: str) -> dict[str, Any]:
     """One of the folder's small torch files (``train_state.pt``, a rank file), with ``weights_only=True``.
 
     Raises:
-        CorruptCheckpointError: missing, unreadable, or not a dict.
+        CorruptCheckpointError: missing, unreadable, too large, or not a dict.
         UnsafeCheckpointError: it would need arbitrary unpickling.
     """
-    path = Path(folder) / name
+    folder = Path(folder)
     try:
-        if not stat.S_ISREG(os.stat(path, follow_symlinks=False).st_mode):  # never block on a FIFO
-            raise CorruptCheckpointError(folder, f"{name} is not a regular file", fix=_FIX)
-        part = torch.load(path, map_location="cpu", weights_only=True)
-    except CorruptCheckpointError:
-        raise
-    except FileNotFoundError:
+        data = read_small_file(folder / name, LIMITS.pickle_bytes)
+    except CheckpointNotFoundError:
         raise CorruptCheckpointError(folder, f"{name} is missing", fix=_FIX) from None
+    except CheckpointError as error:
+        raise CorruptCheckpointError(folder, f"{name} {error.problem}", fix=_FIX) from error
+    try:
+        part = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        raise UnsafeCheckpointError(folder, f"{name} needs arbitrary unpickling", fix=_FIX) from error
     except Exception as error:  # every failure of foreign bytes is reported the same way
-        if "weights_only" in str(error) or "Unsupported global" in str(error):
-            raise UnsafeCheckpointError(folder, f"{name} needs arbitrary unpickling", fix=_FIX) from error
         raise CorruptCheckpointError(
             folder, f"{name} cannot be read ({type(error).__name__})", fix=_FIX
         ) from error

@@ -8,7 +8,8 @@ weights are the tensors under a ``model`` group when there is one, else every te
 outside an optimizer group; ``module.`` / ``_orig_mod.`` prefixes are left to the loader,
 which strips them for every kind of checkpoint.
 
-The record comes from ``.metadata`` alone (names, shapes, dtypes: no shard is read);
+torch.distributed.checkpoint is imported only when a DCP folder is read (it takes
+seconds), never by the listing of a folder without one. The record comes from ``.metadata`` alone (names, shapes, dtypes: no shard is read);
 the weights are read by DCP itself, once, when the loader first asks for a tensor.
 """
 
@@ -16,9 +17,8 @@ from __future__ import annotations
 
 import torch
 
-from ..dcp_reading import METADATA_NAME, load_dcp, read_dcp_metadata, tensor_entries
 from ..record import CheckpointRecord
-from ..sharded_folder import folder_size
+from ..sharded_folder import DCP_METADATA_NAME, folder_size
 from .base import Probe, Source, TensorSpec, WeightSet
 
 __all__ = ["DcpSource", "SHARD_SUFFIX", "weight_names"]
@@ -53,15 +53,19 @@ class DcpSource(Source):
     def claims(self, probe: Probe) -> bool:
         return (
             probe.is_dir
-            and METADATA_NAME in probe.entries
+            and DCP_METADATA_NAME in probe.entries
             and any(name.endswith(SHARD_SUFFIX) for name in probe.entries)
         )
 
     def _metadata(self, probe: Probe):
         """DCP's index, read safely once per probe (the listing and the loader share it)."""
+        from ..dcp_reading import read_dcp_metadata  # imports torch.distributed.checkpoint: seconds
+
         return probe.cached("dcp-metadata", lambda: read_dcp_metadata(probe.path))
 
     def read_record(self, probe: Probe) -> CheckpointRecord:
+        from ..dcp_reading import tensor_entries
+
         entries = tensor_entries(self._metadata(probe))
         names, group = weight_names(list(entries))
         notes = [f"the weights are the tensors under {group[:-1]!r}"] if group else []
@@ -78,6 +82,8 @@ class DcpSource(Source):
         )
 
     def open_weights(self, probe: Probe) -> WeightSet:
+        from ..dcp_reading import load_dcp, tensor_entries
+
         metadata = self._metadata(probe)
         entries = tensor_entries(metadata)
         names, group = weight_names(list(entries))

@@ -1,14 +1,15 @@
 """This notebook's sharded (FSDP) checkpoint folder, read in one process without a process group.
 
 The layout is in ``sharded_folder``. The listing reads only the JSON record (never a
-shard); the loader reads the ``model`` group of the DCP shards, all of it, in this
-process (DCP reassembles the shards of every rank); resume gets the whole checkpoint in
-the single-file format (``open_training_state``), so the notebook's ``RESUME`` continues
-a run that started under torchrun, in one process.
+shard); the loader reads the ``model`` group of the DCP shards in this process (DCP
+reassembles every rank's shards); resume gets the rest of the checkpoint in the
+single-file format (``open_training_state``), so the notebook's ``RESUME`` continues a run
+that started under torchrun, in one process.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -17,21 +18,31 @@ from typing import Any
 import torch
 
 from .. import format as fmt
-from ..dcp_reading import METADATA_NAME, load_dcp, read_dcp_metadata, tensor_entries
-from ..errors import CheckpointNotFoundError, CorruptCheckpointError
-from ..record import CheckpointRecord, clean_float, clean_int, clean_timestamp
+from ..errors import CorruptCheckpointError
+from ..record import CheckpointRecord, clean_int
 from ..sharded_folder import (
+    DCP_METADATA_NAME,
     LAYOUT,
     RECORD_NAME,
     TRAIN_STATE_NAME,
+    folder_size,
     rank_file_name,
     read_folder_record,
     read_part,
+    world_size_of,
 )
+from ..untrusted import folder_entries, open_error
 from .base import Probe
 from .dcp import DcpSource
+from .native import record_from_fields
 
-__all__ = ["ShardedSource", "folder_probe", "indexed_optimizer_state", "read_sharded_training_state"]
+__all__ = [
+    "ShardedSource",
+    "folder_probe",
+    "indexed_optimizer_state",
+    "read_sharded_record",
+    "read_sharded_training_state",
+]
 
 
 class ShardedSource(DcpSource):
@@ -40,51 +51,41 @@ class ShardedSource(DcpSource):
     kind = LAYOUT
 
     def claims(self, probe: Probe) -> bool:
-        return probe.is_dir and RECORD_NAME in probe.entries and METADATA_NAME in probe.entries
+        return probe.is_dir and RECORD_NAME in probe.entries and DCP_METADATA_NAME in probe.entries
 
     def read_record(self, probe: Probe) -> CheckpointRecord:
-        meta = read_folder_record(probe.path)
-        metrics = {name: clean_float(value) for name, value in meta["metrics"].items()}
-        world = meta.get("world_size")
-        return CheckpointRecord(
-            path=probe.path,
-            kind=self.kind,
-            epoch=clean_int(meta["epoch"]),
-            global_step=clean_int(meta["global_step"]),
-            timestamp=clean_timestamp(meta["timestamp"]),
-            metrics=metrics,
-            history=tuple(meta["history"]),
-            config=meta["config"],
-            data_state=meta["data_state"],
-            has_optimizer=meta["has_optimizer"],
-            has_rng_state=meta["has_rng_state"],
-            tensor_count=meta["tensor_count"],
-            size_bytes=meta["size_bytes"],
-            format_version=meta["format_version"],
-            source="record",
-            link_target=probe.link_target,
-            notes=(f"written by {world} process(es) with FSDP",) if world else (),
-        )
+        raw = read_folder_record(probe.path)
+        world = world_size_of(raw)
+        facts = {
+            "has_optimizer": raw.get("has_optimizer") is True,
+            "has_rng_state": raw.get("has_rng_state") is True,
+            "tensor_count": clean_int(raw.get("tensor_count")),
+        }
+        notes = (f"written by {world} process(es) with FSDP",) if world else ()
+        record = record_from_fields(probe, raw, kind=self.kind, source="record", facts=facts, notes=notes)
+        return dataclasses.replace(record, size_bytes=folder_size(probe.path))
 
     def open_training_state(self, probe: Probe) -> Mapping[str, Any]:
-        """The checkpoint as one dict in the single-file format (full tensors, optimizer by index).
+        """Everything but the weights (``open_weights`` reads those), in the single-file format.
 
-        Random generators and data position are rank 0's; ``rank_states`` lists every rank's.
+        The optimizer state is numbered as ``optimizer.state_dict()`` numbers it; the random
+        generators and data position are rank 0's, and ``rank_states`` lists every rank's.
 
         Raises:
             CorruptCheckpointError: a part is missing or damaged (the message names it).
             UnsafeCheckpointError: a part would need arbitrary unpickling.
         """
+        from ..dcp_reading import load_dcp, read_dcp_metadata
+
         folder = probe.path
-        world = read_folder_record(folder)["world_size"]  # no record: an unfinished save, refused here
+        world = world_size_of(read_folder_record(folder))  # no record: an unfinished save, refused here
         if world is None:
             raise CorruptCheckpointError(folder, f"{RECORD_NAME} does not say how many processes wrote it")
         metadata = read_dcp_metadata(folder)
-        nested = _nest(metadata)
-        load_dcp(folder, nested, metadata=metadata, no_dist=True)
+        nested = _nest(metadata, skip="model")
+        load_dcp(folder, nested, metadata=metadata, no_dist=True, partial=True)
         checkpoint = dict(read_part(folder, TRAIN_STATE_NAME))
         ranks = [read_part(folder, rank_file_name(rank)) for rank in range(world)]
-        checkpoint[fmt.MODEL_STATE_KEY] = nested.get("model") or {}
         optimizer = nested.get("optimizer")
         checkpoint[fmt.OPTIMIZER_STATE_KEY] = indexed_optimizer_state(optimizer) if optimizer else None
         checkpoint[fmt.RNG_STATE_KEY] = ranks[0].get("rng_state")
@@ -97,14 +98,23 @@ def folder_probe(folder: str | os.PathLike) -> Probe:
     """A probe of a folder (its path and file names), as detection gives it to a source."""
     folder = Path(folder)
     try:
-        entries = tuple(sorted(os.listdir(folder)))
+        entries = tuple(folder_entries(folder))
     except OSError as error:
-        raise CheckpointNotFoundError(folder, f"cannot be listed ({error.strerror or error})") from error
+        raise open_error(folder, error) from error
     return Probe(path=folder, is_dir=True, entries=entries)
 
 
+def read_sharded_record(folder: str | os.PathLike) -> CheckpointRecord:
+    """The record of a sharded checkpoint folder (its JSON record alone; retention reads it on every save).
+
+    Raises:
+        CheckpointNotFoundError, CorruptCheckpointError: no such folder, or no (readable) record.
+    """
+    return ShardedSource().read_record(folder_probe(folder))
+
+
 def read_sharded_training_state(folder: str | os.PathLike) -> Mapping[str, Any]:
-    """``ShardedSource().open_training_state`` of a folder: the whole checkpoint in one process.
+    """``ShardedSource().open_training_state`` of a folder: the state a resume needs, in one process.
 
     Raises:
         CheckpointNotFoundError, CorruptCheckpointError, UnsafeCheckpointError: see the source.
@@ -112,16 +122,22 @@ def read_sharded_training_state(folder: str | os.PathLike) -> Mapping[str, Any]:
     return ShardedSource().open_training_state(folder_probe(folder))
 
 
-def _nest(metadata) -> dict[str, Any]:
-    """Empty tensors (and None for other values) in the nesting DCP flattened, ready for ``load_dcp``."""
-    tensors = tensor_entries(metadata)
+def _nest(metadata, skip: str | None = None) -> dict[str, Any]:
+    """Empty tensors (and None for other values) in the nesting DCP flattened, ready for ``load_dcp``.
+
+    Args:
+        skip: a top-level group left out (``"model"``: the weights are read by ``open_weights``).
+    """
     paths = metadata.planner_data if isinstance(metadata.planner_data, dict) else {}
     nested: dict[str, Any] = {}
     for key, entry in metadata.state_dict_metadata.items():
-        value = torch.empty(tuple(entry.size), dtype=entry.properties.dtype) if key in tensors else None
         path = paths.get(key, (key,))
         if not isinstance(path, tuple) or not path:
             raise CorruptCheckpointError(None, f"DCP's index has a bad path for {key!r}")
+        if path[0] == skip:
+            continue
+        size = getattr(entry, "size", None)
+        value = torch.empty(tuple(size), dtype=entry.properties.dtype) if size is not None else None
         _put(nested, path, value)
     return nested
 
