@@ -17,12 +17,15 @@ processes costs more than these tiny runs, so one torchrun start serves several 
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
 import pytest
 import torch
 
+from utils.model import GPT, config_for_preset
+from utils.training.engine.loading import load_model_weights
 from utils.training.engine.naming import is_temporary_file, parse_checkpoint_foldername
 from utils.training.engine.sharded_folder import RECORD_NAME, rank_file_name
 from utils.training.engine.sources.sharded import read_sharded_training_state
@@ -154,9 +157,10 @@ class TestKillDuringShardedSave:
         assert committed == [runs["fsdp_folder"].name]
 
     def test_previous_checkpoint_still_loads_in_one_process(self, runs):
-        state = read_sharded_training_state(runs["fsdp_folder"])
-        assert state["global_step"] == 3
-        assert different(state["model_state_dict"], checkpoint_weights(runs["fsdp_folder"])) == []
+        assert read_sharded_training_state(runs["fsdp_folder"])["global_step"] == 3
+        model = GPT(config_for_preset("tiny"))
+        assert load_model_weights(model, runs["fsdp_folder"], "cpu").verified
+        assert different(model.state_dict(), checkpoint_weights(runs["fsdp_folder"])) == []
 
     def test_the_next_save_removes_the_leftover(self, runs):
         assert not [path for path in (runs["ck"] / "fsdp").iterdir() if is_temporary_file(path.name)]
@@ -174,19 +178,21 @@ class TestCommandLine:
         assert not [path for path in tmp_path.iterdir() if is_temporary_file(path.name)]
 
 
+@pytest.fixture(scope="module")
+def kernel(runs, tmp_path_factory):
+    """A notebook kernel after Cells 1-25 on a copy of the 2-process FSDP run, RESUME="latest", EPOCHS=3."""
+    folder = _copy(runs["ck"] / "fsdp_full", tmp_path_factory.mktemp("nb") / "ck")
+    with Kernel(EPOCHS=3, CHECKPOINT_DIR=str(folder), OUTPUT_DIR=str(folder.parent / "out"),
+                RESUME="latest", KEEP_LAST=10) as kernel:  # fmt: skip
+        kernel.folder = folder
+        kernel.outputs = kernel.run_range(1, 25)
+        yield kernel
+
+
 @pytest.mark.slow
 @pytest.mark.notebook
 class TestNotebookReadsFsdpFolders:
     """A run written by 2 FSDP processes, in the notebook (one process, no process group)."""
-
-    @pytest.fixture(scope="class")
-    def kernel(self, runs, tmp_path_factory):
-        folder = _copy(runs["ck"] / "fsdp_full", tmp_path_factory.mktemp("nb") / "ck")
-        with Kernel(EPOCHS=3, CHECKPOINT_DIR=str(folder), OUTPUT_DIR=str(folder.parent / "out"),
-                    RESUME="latest", KEEP_LAST=10) as kernel:  # fmt: skip
-            kernel.folder = folder
-            kernel.outputs = kernel.run_range(1, 25)
-            yield kernel
 
     def test_cell_33_lists_the_folders_and_recovers_their_history(self, kernel):
         text = kernel.run(33)
@@ -200,8 +206,8 @@ class TestNotebookReadsFsdpFolders:
         kernel.code("import torch; torch.save({k: v.cpu() for k, v in model.state_dict().items()}, 'loaded.pt')"
                     .replace("'loaded.pt'", repr(str(kernel.folder.parent / "loaded.pt"))))  # fmt: skip
         loaded = torch.load(kernel.folder.parent / "loaded.pt", weights_only=True)
-        best = next(f for f in listed_folders(kernel.folder) if f.name in text)
-        assert different(loaded, checkpoint_weights(best)) == []
+        chosen = re.search(r"📂 Loading checkpoint: (\S+)", text)[1]
+        assert different(loaded, checkpoint_weights(kernel.folder / chosen)) == []
 
     def test_resume_continues_the_torchrun_run_in_one_process(self, kernel):
         assert (

@@ -30,8 +30,9 @@ class TestShardedSourceClaims:
     def test_our_folder_not_a_plain_dcp_one(self, tmp_path):
         folder = write_sharded(tmp_path)
         assert ShardedSource().claims(folder_probe(folder))
-        (folder / RECORD_NAME).unlink()
-        assert not ShardedSource().claims(folder_probe(folder))
+        (folder / RECORD_NAME).unlink()  # named like ours: still ours, an unfinished save
+        assert ShardedSource().claims(folder_probe(folder))
+        assert not ShardedSource().claims(folder_probe(folder.rename(tmp_path / "exported")))
 
 
 class TestShardedSourceReadRecord:

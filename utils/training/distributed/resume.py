@@ -21,7 +21,8 @@ import torch
 from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict, set_state_dict
 
 from utils.training.engine import format as fmt
-from utils.training.engine.dcp_reading import load_dcp, read_dcp_metadata, tensor_entries
+from utils.training.engine.dcp_index import read_dcp_metadata, tensor_entries
+from utils.training.engine.dcp_reading import load_dcp
 from utils.training.engine.errors import NotACheckpointError, ResumeError
 from utils.training.engine.prefixes import strip_wrapper_prefixes, unwrap_model
 from utils.training.engine.sharded_folder import (
@@ -106,24 +107,38 @@ def _file_into_shards(path: Path, model, optimizer, scheduler, scaler):
                 path, "holds no training state (a weights-only file)",
                 expected="a checkpoint written by the training loop", fix="resume from another checkpoint",
             )  # fmt: skip
-        model_state, _ = get_state_dict(model, optimizer)
-        with checkpoint.weights() as stored:  # memory-mapped views, valid inside this block
-            weights, _ = strip_wrapper_prefixes({n: stored.tensor(n) for n in stored}, model_keys=model_state)
-            _check_names(path, model_state, weights)  # before anything changes
-            state = ResumeState(checkpoint_path=path, kind=checkpoint.kind)
-            restore_run_parts(path, dict(obj), state, optimizer, scheduler, scaler)
-            saved = obj.get(fmt.OPTIMIZER_STATE_KEY)
-            named = named_optimizer_state(saved, optimizer, model) if saved else {}
-            options = StateDictOptions(full_state_dict=True)
-            set_state_dict(
-                model, optimizer, model_state_dict=weights, optim_state_dict=named, options=options
-            )
+        kind = checkpoint.kind
+        with checkpoint.weights() as stored:
+            weights = {name: stored.tensor(name) for name in stored}
+        # Copied out of the file's memory map (closed below): set_state_dict may keep a tensor it is
+        # given as the shard itself (one process), and training must never write into the file's pages.
+        weights, obj = _copied(weights), _copied(dict(obj))
+    model_state, _ = get_state_dict(model, optimizer)
+    weights, _ = strip_wrapper_prefixes(weights, model_keys=model_state)
+    _check_names(path, model_state, weights)  # before anything changes
+    state = ResumeState(checkpoint_path=path, kind=kind)
+    restore_run_parts(path, obj, state, optimizer, scheduler, scaler)
+    saved = obj.get(fmt.OPTIMIZER_STATE_KEY)
+    named = named_optimizer_state(saved, optimizer, model) if saved else {}
+    options = StateDictOptions(full_state_dict=True)
+    set_state_dict(model, optimizer, model_state_dict=weights, optim_state_dict=named, options=options)
     state.restored[:0] = [
         "model weights" + (" and optimizer" if named else "") + " (full state, sharded here)"
     ]
     if not named:
         state.missing.append("optimizer state: not in the file; AdamW's moments restart from zero")
     return state, (obj.get(fmt.RNG_STATE_KEY) or {}).get(RANKS_KEY)
+
+
+def _copied(value: Any) -> Any:
+    """``value`` with every tensor copied (out of a file's memory map)."""
+    if isinstance(value, torch.Tensor):
+        return value.clone()
+    if isinstance(value, dict):
+        return {key: _copied(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_copied(item) for item in value)
+    return value
 
 
 def _check_names(path: Path, model_state: dict[str, Any], stored: dict[str, Any]) -> None:
@@ -154,9 +169,8 @@ def _rank_generators(source: Path) -> list[Any] | None:
         world = world_size_of(read_folder_record(source)) or 0
         return [read_part(source, rank_file_name(r)).get("rng_state") for r in range(world)]
     with open_checkpoint(source) as checkpoint:
-        obj = checkpoint.training_state() or {}
-    rng = obj.get(fmt.RNG_STATE_KEY)
-    return rng.get(RANKS_KEY) if isinstance(rng, dict) else None
+        rng = (checkpoint.training_state() or {}).get(fmt.RNG_STATE_KEY)
+        return _copied(rng.get(RANKS_KEY)) if isinstance(rng, dict) else None  # out of the closing map
 
 
 def _restore_own_generators(context: DistributedContext, state: ResumeState, ranks: list[Any] | None) -> None:

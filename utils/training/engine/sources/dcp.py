@@ -59,12 +59,12 @@ class DcpSource(Source):
 
     def _metadata(self, probe: Probe):
         """DCP's index, read safely once per probe (the listing and the loader share it)."""
-        from ..dcp_reading import read_dcp_metadata  # imports torch.distributed.checkpoint: seconds
+        from ..dcp_index import read_dcp_metadata  # imports torch.distributed.checkpoint: seconds
 
         return probe.cached("dcp-metadata", lambda: read_dcp_metadata(probe.path))
 
     def read_record(self, probe: Probe) -> CheckpointRecord:
-        from ..dcp_reading import tensor_entries
+        from ..dcp_index import tensor_entries
 
         entries = tensor_entries(self._metadata(probe))
         names, group = weight_names(list(entries))
@@ -82,7 +82,8 @@ class DcpSource(Source):
         )
 
     def open_weights(self, probe: Probe) -> WeightSet:
-        from ..dcp_reading import load_dcp, tensor_entries
+        from ..dcp_index import tensor_entries
+        from ..dcp_reading import load_dcp
 
         metadata = self._metadata(probe)
         entries = tensor_entries(metadata)

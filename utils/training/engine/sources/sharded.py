@@ -19,6 +19,7 @@ import torch
 
 from .. import format as fmt
 from ..errors import CorruptCheckpointError
+from ..naming import parse_checkpoint_foldername
 from ..record import CheckpointRecord, clean_int
 from ..sharded_folder import (
     DCP_METADATA_NAME,
@@ -51,7 +52,10 @@ class ShardedSource(DcpSource):
     kind = LAYOUT
 
     def claims(self, probe: Probe) -> bool:
-        return probe.is_dir and RECORD_NAME in probe.entries and DCP_METADATA_NAME in probe.entries
+        # Named like ours but without the record: a save that never finished (read_record says so),
+        # never mistaken for a foreign DCP folder with weights and no counters.
+        ours = RECORD_NAME in probe.entries or parse_checkpoint_foldername(probe.path.name) is not None
+        return probe.is_dir and DCP_METADATA_NAME in probe.entries and ours
 
     def read_record(self, probe: Probe) -> CheckpointRecord:
         raw = read_folder_record(probe.path)
@@ -75,7 +79,8 @@ class ShardedSource(DcpSource):
             CorruptCheckpointError: a part is missing or damaged (the message names it).
             UnsafeCheckpointError: a part would need arbitrary unpickling.
         """
-        from ..dcp_reading import load_dcp, read_dcp_metadata
+        from ..dcp_index import read_dcp_metadata
+        from ..dcp_reading import load_dcp
 
         folder = probe.path
         world = world_size_of(read_folder_record(folder))  # no record: an unfinished save, refused here
