@@ -7,7 +7,8 @@ import torch
 
 from tests.engine.helpers import TinyNet, stepped_optimizer
 from tests.engine.sharded_helpers import write_dcp
-from utils.training.engine.errors import CorruptCheckpointError
+from utils.training.engine.errors import CheckpointError, CorruptCheckpointError
+from utils.training.engine.loading import load_model_weights
 from utils.training.engine.sources.base import Probe
 from utils.training.engine.sources.dcp import DcpSource, weight_names
 from utils.training.engine.sources.sharded import folder_probe
@@ -38,10 +39,10 @@ class TestDcpSourceClaims:
     def test_a_dcp_folder(self, tmp_path, model):
         assert DcpSource().claims(folder_probe(write_dcp(tmp_path / "d", model.state_dict())))
 
-    def test_not_a_file_nor_a_folder_without_shards(self, tmp_path):
-        (tmp_path / ".metadata").write_bytes(b"")
+    def test_not_a_file_nor_a_folder_without_an_index(self, tmp_path):
+        (tmp_path / "__0_0.distcp").write_bytes(b"")
         assert not DcpSource().claims(folder_probe(tmp_path))
-        assert not DcpSource().claims(Probe(path=tmp_path / ".metadata", is_dir=False, size=0))
+        assert not DcpSource().claims(Probe(path=tmp_path / "__0_0.distcp", is_dir=False, size=0))
 
 
 class TestDcpSourceReadRecord:
@@ -78,3 +79,26 @@ def _named(model: TinyNet) -> dict:
     from torch.distributed.checkpoint.state_dict import get_state_dict
 
     return get_state_dict(model, stepped_optimizer(model))[1]
+
+
+class TestDcpFolderThroughTheLoader:
+    """load_model_weights (Cell 34) on DCP folders: detection through the registry, then DcpSource."""
+
+    def test_prefixed_names_load_into_the_model(self, tmp_path, model):
+        wrapped = {
+            f"module.{name}": tensor for name, tensor in model.state_dict().items()
+        }  # a DDP model's names
+        folder = write_dcp(tmp_path / "d", {"model": wrapped})
+        fresh = TinyNet()
+        report = load_model_weights(fresh, folder, "cpu")
+        assert report.verified and report.kind == "dcp"
+        assert all(torch.equal(fresh.state_dict()[n], t) for n, t in model.state_dict().items())
+
+    def test_a_missing_shard_leaves_the_model_unchanged(self, tmp_path, model):
+        folder = write_dcp(tmp_path / "d", model.state_dict())
+        (folder / "__0_0.distcp").unlink()
+        fresh = TinyNet()
+        before = {name: tensor.clone() for name, tensor in fresh.state_dict().items()}
+        with pytest.raises(CheckpointError, match=r"shard file __0_0\.distcp is missing"):
+            load_model_weights(fresh, folder, "cpu")
+        assert all(torch.equal(fresh.state_dict()[n], t) for n, t in before.items())

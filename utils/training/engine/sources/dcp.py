@@ -21,9 +21,8 @@ from ..record import CheckpointRecord
 from ..sharded_folder import DCP_METADATA_NAME, folder_size
 from .base import Probe, Source, TensorSpec, WeightSet
 
-__all__ = ["DcpSource", "SHARD_SUFFIX", "weight_names"]
+__all__ = ["DcpSource", "weight_names"]
 
-SHARD_SUFFIX = ".distcp"
 # Groups (first dotted parts) that hold the model's weights, most specific first.
 _MODEL_GROUPS = ("app.model.", "model.")
 _OPTIMIZER_GROUPS = ("optimizer.", "optim.", "app.optimizer.", "app.optim.")
@@ -51,11 +50,9 @@ class DcpSource(Source):
     kind = "dcp"
 
     def claims(self, probe: Probe) -> bool:
-        return (
-            probe.is_dir
-            and DCP_METADATA_NAME in probe.entries
-            and any(name.endswith(SHARD_SUFFIX) for name in probe.entries)
-        )
+        # DCP's index alone marks the folder: one whose shards are gone is still DCP's, and reading
+        # it says which shard file is missing (rather than "not a checkpoint").
+        return probe.is_dir and DCP_METADATA_NAME in probe.entries
 
     def _metadata(self, probe: Probe):
         """DCP's index, read safely once per probe (the listing and the loader share it)."""
