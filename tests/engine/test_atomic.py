@@ -60,6 +60,15 @@ class TestRemoveStaleTemporaryFiles:
     def test_missing_folder(self, tmp_path):
         assert remove_stale_temporary_files(tmp_path / "missing") == []
 
+    def test_dead_writers_folders_too(self, tmp_path):
+        stale = tmp_path / f".checkpoint_epoch0000_step000003_20250101_000000.tmp-{_dead_pid()}-00ff"
+        live = temporary_path_for(tmp_path / "checkpoint_epoch0000_step000006_20250101_000000")
+        for folder in (stale, live):
+            folder.mkdir()
+            (folder / "__0_0.distcp").write_bytes(b"x")
+        assert remove_stale_temporary_files(tmp_path) == [stale]
+        assert os.listdir(tmp_path) == [live.name]
+
 
 class TestFreeSpaceText:
     def test_reports_gigabytes_even_for_a_folder_not_yet_created(self, tmp_path):

@@ -31,6 +31,7 @@ from utils.training.engine.metadata import read_checkpoint_metadata
 from utils.training.engine.naming import checkpoint_filename, is_temporary_file, temporary_path_for
 
 from .helpers import TinyNet, save, stepped_optimizer, write_legacy
+from .sharded_helpers import write_sharded
 
 
 def _every_part():
@@ -230,6 +231,23 @@ class TestApplyRetention:
             save(tmp_path, epoch=step, step=step, val_loss=float(step))
         apply_retention(tmp_path, RetentionPolicy(keep_best=1, keep_last=1))
         assert stray.exists() and len(_files(tmp_path)) == 3
+
+    def test_sharded_folders_are_candidates_like_files(self, tmp_path):
+        folders = [
+            write_sharded(tmp_path, epoch=s, step=s, val_loss=v) for s, v in [(1, 0.5), (2, 3.0), (3, 2.0)]
+        ]
+        newest = save(tmp_path, epoch=4, step=4, val_loss=4.0)
+        deleted = apply_retention(tmp_path, RetentionPolicy(keep_best=1, keep_last=2))
+        assert deleted == [folders[1]]
+        assert _files(tmp_path) == sorted([folders[0].name, folders[2].name, newest.name])
+
+    def test_an_uncommitted_folder_is_never_deleted(self, tmp_path):
+        unfinished = write_sharded(tmp_path, epoch=0, step=0, val_loss=9.0)
+        (unfinished / fmt.METADATA_RECORD).unlink()  # no record: not a checkpoint, never a candidate
+        for step in range(1, 4):
+            save(tmp_path, epoch=step, step=step, val_loss=float(step))
+        apply_retention(tmp_path, RetentionPolicy(keep_best=1, keep_last=1))
+        assert unfinished.is_dir() and len(_files(tmp_path)) == 3
 
 
 class TestWriteCheckpointFile:

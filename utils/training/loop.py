@@ -23,6 +23,7 @@ import torch
 
 from utils.data.batches import Batch, EpochBatches
 from utils.training import progress as _progress
+from utils.training.distributed.context import SINGLE_PROCESS, DistributedContext
 from utils.training.engine.checkpoint import RetentionPolicy, save_checkpoint
 from utils.training.engine.errors import CheckpointSaveError
 from utils.training.engine.prefixes import unwrap_model
@@ -52,6 +53,7 @@ class _Session:
     run: TrainingRun
     progress: bool
     written_val_losses: dict[Path, float | None] = field(default_factory=dict)  # this run's files
+    distributed: DistributedContext = SINGLE_PROCESS  # which rank this is; how it averages and saves
 
 
 def evaluate(
@@ -97,6 +99,7 @@ def train(
     resume_state: ResumeState | None = None,
     progress: bool = True,
     model_config: Any = None,
+    distributed: DistributedContext | None = None,
 ) -> TrainingRun:
     """Train for ``config.epochs`` epochs (continuing ``resume_state`` when given).
 
@@ -110,6 +113,8 @@ def train(
         resume_state: from :func:`utils.training.resume.restore_training_state`.
         progress: show a progress bar (plain text, readable in Colab, Jupyter and logs).
         model_config: the config stored to rebuild the model; defaults to ``model.config``.
+        distributed: under torchrun, this process's context (utils.training.distributed): losses are
+            averaged over the ranks and checkpoints saved by the strategy's rule. None: one process.
 
     Returns:
         The run's history, per-step losses, checkpoints and best checkpoint.
@@ -123,6 +128,7 @@ def train(
         model, optimizer, scheduler, train_batches, val_batches, config, checkpoint_dir,
         scaler=scaler, resume=resume_state, progress=progress, model_config=model_config,
     )  # fmt: skip
+    session.distributed = distributed or SINGLE_PROCESS
     state = _Position.start(resume_state, train_batches)
     run = session.run
     run.resumed_from = resume_state.checkpoint_path if resume_state else None
@@ -253,6 +259,7 @@ def _run_epoch(session: _Session, state: _Position, val_batches: list[Batch], ep
     learning_rate = session.optimizer.param_groups[0]["lr"]
     for index in range(first, session.batches.batches_per_epoch):
         loss, learning_rate = _train_step(session, *session.batches.batch(epoch, index))
+        loss = session.distributed.average(loss)
         state.step_losses.append(loss)
         state.global_step += 1
         if bar is not None:
@@ -276,8 +283,8 @@ def _run_epoch(session: _Session, state: _Position, val_batches: list[Batch], ep
 
 def _end_epoch(session: _Session, state: _Position, val_batches: list[Batch], epoch: int, metrics) -> None:
     """Validate, record the epoch in the history, save the epoch-end checkpoint, print one line."""
-    metrics["val_loss"] = evaluate(
-        session.model, val_batches, device=session.device, amp_dtype=session.amp_dtype
+    metrics["val_loss"] = session.distributed.average(
+        evaluate(session.model, val_batches, device=session.device, amp_dtype=session.amp_dtype)
     )
     state.history.append({"epoch": epoch, "global_step": state.global_step, **metrics})
     path = _save(session, state, epoch, session.batches.batches_per_epoch, metrics, None)
@@ -317,8 +324,9 @@ def _metrics(epoch_losses: list[float], val_loss: float | None, learning_rate: f
 def _save(session: _Session, state: _Position, epoch: int, batch_in_epoch: int, metrics, bar) -> Path | None:
     """Write a checkpoint; a failure is reported (and stops the run only when configured to)."""
     config = session.config
+    save = session.distributed.save_checkpoint if session.distributed.has_group else save_checkpoint
     try:
-        path = save_checkpoint(
+        path = save(
             session.checkpoint_dir,
             session.model,
             session.optimizer,
@@ -330,7 +338,7 @@ def _save(session: _Session, state: _Position, epoch: int, batch_in_epoch: int, 
             history=state.history,
             config=session.stored_config,
             rng_state=capture_rng_state(),
-            data_state=_data_state(session.batches, epoch, batch_in_epoch),
+            data_state=session.distributed.describe_data(_data_state(session.batches, epoch, batch_in_epoch)),
             step_losses=torch.tensor(state.step_losses, dtype=torch.float64),
             retention=RetentionPolicy(keep_best=config.keep_best, keep_last=config.keep_last),
         )

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from tqdm.std import tqdm
 
-from utils.training.engine.naming import parse_checkpoint_filename
+from utils.training.engine.naming import parse_checkpoint_filename, parse_checkpoint_foldername
 
 __all__ = ["progress_bar", "write", "epoch_line", "mid_epoch_saves_line", "save_failure_message"]
 
@@ -58,8 +58,13 @@ def mid_epoch_saves_line(paths: list[Path]) -> str | None:
     """One line for the mid-epoch checkpoints of an epoch; None when there were none."""
     if not paths:
         return None
-    steps = ", ".join(str(parse_checkpoint_filename(p).global_step) for p in paths)
+    steps = ", ".join(str(_parsed(p).global_step) for p in paths)
     return f"💾 mid-epoch checkpoints at step(s) {steps} (latest: {paths[-1].name})"
+
+
+def _parsed(path: Path):
+    """The numbers in a checkpoint's name: a file, or a sharded checkpoint's folder."""
+    return parse_checkpoint_filename(path) or parse_checkpoint_foldername(path)
 
 
 def save_failure_message(where: str, error: Exception, stops: bool) -> str:

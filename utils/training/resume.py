@@ -20,6 +20,7 @@ import torch
 from utils.training.engine import format as fmt
 from utils.training.engine.copying import copy_verified
 from utils.training.engine.errors import (
+    CheckpointError,
     CheckpointNotFoundError,
     CorruptCheckpointError,
     NoCheckpointsError,
@@ -34,6 +35,7 @@ __all__ = [
     "ResumeState",
     "resolve_resume_source",
     "restore_training_state",
+    "restore_run_parts",
     "render_resume_report",
     "describe_changes",
 ]
@@ -105,7 +107,7 @@ def resolve_resume_source(resume: str | os.PathLike | None, checkpoint_dir: str 
     path = Path(resume).expanduser()
     if not path.exists() and not path.is_absolute() and (folder / path).exists():
         path = folder / path
-    if path.is_dir():
+    if path.is_dir() and not _is_checkpoint_folder(path):  # a sharded (FSDP) checkpoint is a folder
         raise ResumeError(
             path, "RESUME names a folder, expected a checkpoint file",
             fix=f"set CHECKPOINT_DIR={str(path)!r} and RESUME='latest', or name one .pt file in it",
@@ -116,6 +118,17 @@ def resolve_resume_source(resume: str | os.PathLike | None, checkpoint_dir: str 
             fix="copy a path from the checkpoint listing (Cell 33), or use RESUME='latest' or 'none'",
         )  # fmt: skip
     return path
+
+
+def _is_checkpoint_folder(path: Path) -> bool:
+    """A folder that a source reads as one checkpoint (our sharded folder, a DCP or Hugging Face one)."""
+    from utils.training.engine.sources import claiming_source, probe_path
+
+    try:
+        with probe_path(path) as probe:
+            return claiming_source(probe) is not None
+    except CheckpointError:
+        return False
 
 
 def _latest(folder: Path) -> Path:
@@ -215,15 +228,37 @@ def _restore_all(path, obj, record, fitted: FittedWeights, objects: tuple, state
         if obj is None:
             _describe_weights_only(state, record, scheduler, scaler)
         else:
-            _restore_counters(obj, state)
-            _restore_scheduler(obj, scheduler, optimizer, state)
-            _restore_scaler(obj, scaler, state)
-            _restore_generators(path, obj, state)
+            restore_run_parts(path, obj, state, optimizer, scheduler, scaler)
     except BaseException:
         snapshot.roll_back()
         raise
     copy_verified(fitted.jobs, verify=False)
     state.restored.insert(0, "model weights")
+
+
+def restore_run_parts(
+    path: Path, obj: dict[str, Any], state: ResumeState, optimizer: Any, scheduler: Any, scaler: Any
+) -> None:
+    """Everything but the weights and the optimizer: counters, histories, scheduler, scaler, generators.
+
+    ``restore_training_state`` calls it; so does the sharded (FSDP) resume under torchrun, which
+    restores the weights and optimizer through torch.distributed.checkpoint instead.
+
+    Args:
+        path: the checkpoint (named in errors).
+        obj: its training state in the single-file format (weights and optimizer may be absent).
+        state: filled in: position, histories, what was restored and what is missing.
+        optimizer: the (restored) optimizer, for a scheduler the checkpoint lacks.
+
+    Raises:
+        ResumeError: a part is malformed or does not fit.
+    """
+    _check_parts(path, obj)
+    _restore_counters(obj, state)
+    _restore_scheduler(obj, scheduler, optimizer, state)
+    _restore_scaler(obj, scaler, state)
+    _restore_generators(path, obj, state)
+    state.training_config = (obj.get(fmt.CONFIG_KEY) or {}).get("training")
 
 
 @dataclass
@@ -493,6 +528,12 @@ def describe_changes(state: ResumeState, config: Any, batches: Any, scheduler: A
         lines.append(
             f"the data differs from the checkpoint's (seed {data.get('seed')} -> {batches.seed}, batches per "
             f"epoch {data.get('batches_per_epoch')} -> {batches.batches_per_epoch}): the batch order will differ"
+        )
+    world, now = data.get("world_size", 1), getattr(batches, "world_size", 1)
+    if data and world != now:
+        lines.append(
+            f"the checkpoint was written by {world} process(es), this run has {now}: each process reads "
+            "another part of every epoch, so the data order per process differs from the original run's"
         )
     planned = getattr((getattr(scheduler, "lr_lambdas", None) or [None])[0], "total_steps", None)
     wanted = config.epochs * batches.batches_per_epoch

@@ -86,9 +86,11 @@ def remove_stale_temporary_files(folder: Path) -> list[Path]:
     A temporary file of a live process (a concurrent save) is never touched.
     Files on a folder shared between machines (Drive) may name a pid of the
     other machine; such a pid is almost never alive here, so they are cleaned.
+    Temporary *folders* (a sharded save killed before its rename, a folder removal
+    killed half-way: see ``sharded_folder``) are deleted the same way.
 
     Returns:
-        The files removed.
+        The files (and folders) removed.
     """
     removed = []
     try:
@@ -97,10 +99,14 @@ def remove_stale_temporary_files(folder: Path) -> list[Path]:
         return removed
     for entry in entries:
         pid = writer_pid(entry.name)
-        if pid is None or _process_alive(pid) or not entry.is_file(follow_symlinks=False):
+        if pid is None or _process_alive(pid):
             continue
-        with contextlib.suppress(OSError):
-            os.remove(entry.path)
+        if entry.is_dir(follow_symlinks=False):
+            shutil.rmtree(entry.path, ignore_errors=True)
+        elif entry.is_file(follow_symlinks=False):
+            with contextlib.suppress(OSError):
+                os.remove(entry.path)
+        if not os.path.lexists(entry.path):
             removed.append(Path(entry.path))
     return removed
 

@@ -27,6 +27,7 @@ from .errors import CheckpointError, CheckpointSaveError
 from .naming import CHECKPOINT_SUFFIX, checkpoint_filename, is_temporary_file, parse_checkpoint_filename
 from .prefixes import unwrap_model
 from .retention import RetentionCandidate, RetentionPolicy, select_for_deletion
+from .sharded_folder import checkpoint_folders, remove_checkpoint_folder
 
 __all__ = [
     "SAFE_LEAVES",
@@ -188,18 +189,21 @@ def apply_retention(folder: Path, policy: RetentionPolicy, protect: Iterable[Pat
     Only checkpoints written by this engine whose JSON record agrees with the file it sits
     in are candidates (an engine file name, our record, confirmed; see
     ``sources.native.read_own_record``): unreadable, legacy, foreign and suspect files are
-    never deleted, and never push a genuine checkpoint out of the kept set. A failed
-    deletion is reported as a warning: the save itself succeeded.
+    never deleted, and never push a genuine checkpoint out of the kept set. Sharded
+    checkpoint folders with their record count as files do; one is deleted by renaming it
+    away first, so that a half-deleted folder is never listed. A failed deletion is
+    reported as a warning: the save itself succeeded.
 
     Returns:
-        The files deleted.
+        The files (and folders) deleted.
     """
     from .sources.native import read_own_record  # sources import this module's neighbours
+    from .sources.sharded import read_sharded_record
 
     candidates = []
-    for path in _own_checkpoint_files(folder):
+    for path in _own_checkpoint_files(folder) + checkpoint_folders(folder):
         try:  # the JSON record only: a legacy file is never unpickled here (and never deleted)
-            record = read_own_record(path)
+            record = read_sharded_record(path) if path.is_dir() else read_own_record(path)
         except CheckpointError:
             continue  # unreadable, suspect or gone: never a candidate
         if record is not None:
@@ -208,7 +212,10 @@ def apply_retention(folder: Path, policy: RetentionPolicy, protect: Iterable[Pat
     deleted = []
     for path in select_for_deletion(candidates, policy, protect=protect):
         try:
-            path.unlink()
+            if path.is_dir():
+                remove_checkpoint_folder(path)
+            else:
+                path.unlink()
             deleted.append(path)
         except FileNotFoundError:
             pass  # a concurrent save's retention got there first

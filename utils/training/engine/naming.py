@@ -2,6 +2,8 @@
 
 ``checkpoint_epoch{EPOCH:04d}_step{STEP:06d}_{YYYYmmdd_HHMMSS}.pt``
 
+A sharded (FSDP) checkpoint is a folder named by the same pattern without ``.pt``.
+
 Ordering always uses the parsed numbers, never the string, so that epoch 9
 comes before epoch 10 and step 999999 before step 1000000 (wider numbers are
 allowed; the widths are minimums).
@@ -23,6 +25,8 @@ __all__ = [
     "ParsedName",
     "checkpoint_filename",
     "parse_checkpoint_filename",
+    "checkpoint_foldername",
+    "parse_checkpoint_foldername",
     "is_temporary_file",
     "temporary_path_for",
     "writer_pid",
@@ -39,10 +43,9 @@ _TIMESTAMP_FORMAT = "%Y%m%d_%H%M%S"
 
 # The temporary name's tail, as temporary_path_for writes it: "<marker><pid>-<random hex>".
 _TEMP_TAIL_RE = re.compile(rf"{re.escape(TEMP_MARKER)}(?P<pid>\d+)-[0-9a-f]+$")
-_NAME_RE = re.compile(
-    rf"^{CHECKPOINT_PREFIX}_epoch(?P<epoch>\d{{4,}})_step(?P<step>\d{{6,}})"
-    rf"_(?P<stamp>\d{{8}}_\d{{6}}){re.escape(CHECKPOINT_SUFFIX)}$"
-)
+_STEM = rf"^{CHECKPOINT_PREFIX}_epoch(?P<epoch>\d{{4,}})_step(?P<step>\d{{6,}})_(?P<stamp>\d{{8}}_\d{{6}})"
+_NAME_RE = re.compile(rf"{_STEM}{re.escape(CHECKPOINT_SUFFIX)}$")
+_FOLDER_RE = re.compile(rf"{_STEM}$")
 
 
 @dataclass(frozen=True)
@@ -76,7 +79,24 @@ def checkpoint_filename(epoch: int, global_step: int, when: _dt.datetime | None 
 
 def parse_checkpoint_filename(name: str | os.PathLike) -> ParsedName | None:
     """Parse a checkpoint file name (or path); ``None`` when it is not one."""
-    match = _NAME_RE.match(Path(name).name)
+    return _parsed(_NAME_RE.match(Path(name).name))
+
+
+def checkpoint_foldername(epoch: int, global_step: int, when: _dt.datetime | None = None) -> str:
+    """The folder name of a sharded checkpoint: :func:`checkpoint_filename` without ``.pt``.
+
+    Raises:
+        ValueError: a negative epoch or step.
+    """
+    return checkpoint_filename(epoch, global_step, when)[: -len(CHECKPOINT_SUFFIX)]
+
+
+def parse_checkpoint_foldername(name: str | os.PathLike) -> ParsedName | None:
+    """Parse a sharded checkpoint's folder name (or path); ``None`` when it is not one."""
+    return _parsed(_FOLDER_RE.match(Path(name).name))
+
+
+def _parsed(match: re.Match[str] | None) -> ParsedName | None:
     if match is None:
         return None
     try:

@@ -48,7 +48,7 @@ class RetentionPolicy:
 
 @dataclass(frozen=True)
 class RetentionCandidate:
-    """One deletable checkpoint: where it is and what ranks it."""
+    """One deletable checkpoint (a file, or a sharded checkpoint's folder): where it is and what ranks it."""
 
     path: Path
     global_step: int

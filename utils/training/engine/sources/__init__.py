@@ -26,7 +26,9 @@ from ..record import CheckpointRecord
 from ..torchfile import INTERRUPTED_FIX
 from ..untrusted import folder_entries, open_error, open_untrusted
 from .base import Probe, Source, TensorSpec, WeightSet
+from .dcp import DcpSource
 from .native import BareSource, NativeSource
+from .sharded import ShardedSource
 
 __all__ = [
     "REGISTRY",
@@ -45,6 +47,8 @@ __all__ = [
 _HEAD_BYTES = 64
 
 REGISTRY: tuple[Source, ...] = (
+    ShardedSource(),  # folders: ours first (it is a DCP folder too, with our record)
+    DcpSource(),
     NativeSource(),
     BareSource(),
 )

@@ -1,0 +1,47 @@
+"""Sharded checkpoint folders for engine tests, written in one process by the real sharded saver."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import torch
+import torch.distributed.checkpoint as dcp
+
+from tests.engine.helpers import BASE_TIME, TinyNet, stepped_optimizer
+from utils.training.distributed.context import DistributedContext
+from utils.training.distributed.sharded_save import save_sharded_checkpoint
+from utils.training.rng import capture_rng_state
+
+ONE_PROCESS_FSDP = DistributedContext(strategy="fsdp")  # no process group: the saver's one-process path
+
+
+def write_sharded(
+    folder: Path, epoch: int = 0, step: int = 3, val_loss: float | None = 1.0, **kwargs
+) -> Path:
+    """A committed sharded checkpoint of a TinyNet (with one AdamW step) in ``folder``; returns its path."""
+    model = kwargs.pop("model", None) or TinyNet()
+    optimizer = kwargs.pop("optimizer", None) or stepped_optimizer(model)
+    kwargs.setdefault("retention", None)
+    return save_sharded_checkpoint(
+        ONE_PROCESS_FSDP, folder, model, optimizer,
+        epoch=epoch, global_step=step,
+        metrics={"train_loss": 2.0, "val_loss": val_loss, "learning_rate": 1e-3},
+        history=[{"epoch": epoch, "global_step": step, "train_loss": 2.0, "val_loss": val_loss}],
+        config={"training": {"seed": 1}},
+        rng_state=capture_rng_state(),
+        data_state={"epoch": epoch, "batch_in_epoch": 3, "batches_per_epoch": 3, "seed": 1, "world_size": 1},
+        step_losses=torch.arange(step, dtype=torch.float64),
+        when=BASE_TIME + dt.timedelta(seconds=step),
+        **kwargs,
+    )  # fmt: skip
+
+
+def write_dcp(folder: Path, state: dict) -> Path:
+    """``dcp.save(state)`` in one process, as any script would."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        dcp.save(state, checkpoint_id=folder, no_dist=True)
+    return folder
