@@ -7,6 +7,7 @@ import math
 import os
 import pickle
 import random
+import struct
 import zipfile
 
 import pytest
@@ -450,3 +451,35 @@ class TestLoadModelWeightsFuzz:
             out.writestr("archive/version", "3\n")
         with pytest.raises(CheckpointError):
             load_model_weights(torch.nn.Linear(3, 2), tmp_path / "src.pt", device="cpu")
+
+
+def _flip_bytes_of(path, members):
+    """Flip one byte inside each named tensor member of a saved file, after it was written."""
+    data = bytearray(path.read_bytes())
+    with zipfile.ZipFile(path) as archive:
+        for info in archive.infolist():
+            if info.filename.split("/", 1)[1] in members:
+                # torch pads the local header's extra field to align the data: read its own lengths
+                name_len, extra_len = struct.unpack_from("<2H", data, info.header_offset + 26)
+                data[info.header_offset + 30 + name_len + extra_len + 3] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+class TestCheckIntegrity:
+    def test_intact_weights_pass_and_the_report_says_so(self, trained):
+        _, path, target = trained
+        assert load_model_weights(target, path, device="cpu", check_integrity=True).integrity_checked is True
+
+    def test_every_damaged_tensor_is_named_and_nothing_is_copied(self, trained):
+        _, path, target = trained
+        _flip_bytes_of(path, {"data/0", "data/5", "data/9"})
+        before = snapshot(target)
+        with pytest.raises(CorruptCheckpointError, match=r"3 tensors fail the file's own CRC-32 checksum"):
+            load_model_weights(target, path, device="cpu", check_integrity=True)
+        assert_unchanged(target, before)
+
+    def test_without_the_check_damage_inside_tensor_bytes_loads(self, trained):
+        """What torch.load does too: the reason Cell 34 and resume check the checksums."""
+        _, path, target = trained
+        _flip_bytes_of(path, {"data/0"})
+        assert load_model_weights(target, path, device="cpu").verified
