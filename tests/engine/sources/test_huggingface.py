@@ -172,3 +172,10 @@ class TestBuildFromHuggingFace:
         model, report = build_model_from_checkpoint(path, "cpu", n_head=2)
         assert model.config.activation == "gelu_tanh"
         _assert_same_logits(model, hf_model, tokens)
+
+
+class TestActivationWarning:
+    def test_loading_gpt2_weights_into_an_exact_gelu_model_warns(self, hf_folder):
+        report = load_model_weights(our_gpt(activation="gelu"), hf_folder, "cpu")
+        assert any("activation 'gelu_tanh', this model 'gelu'" in warning for warning in report.warnings)
+        assert not load_model_weights(our_gpt(), hf_folder, "cpu").warnings

@@ -28,6 +28,10 @@ from .tensor_checks import equal_bits, has_nonfinite
 __all__ = ["CopyJob", "CopyResult", "UncopyableError", "check_copyable", "copy_verified"]
 
 _BLOCK_BYTES = 1 << 20
+# A transposed source (Hugging Face's Conv1D weights) is copied 32 target columns -- 32 stored rows --
+# at a time: measured on a 3072x768 float32 weight, 7.6 ms against 19 ms for one whole-tensor copy_
+# and 36 ms for row blocks (a contiguous copy takes 3 ms).
+_TRANSPOSE_COLUMNS = 32
 
 
 @dataclass(frozen=True)
@@ -99,6 +103,8 @@ def copy_verified(jobs: Iterable[CopyJob], verify: bool) -> CopyResult:
 
 
 def _copy_blocks(target: torch.Tensor, source: torch.Tensor, verify: bool) -> tuple[bool, bool]:
+    if _transposed(target, source):
+        return _copy_transposed(target, source, verify)
     if target.dim() == 0 or not target.is_contiguous() or target.shape[0] == 0:
         target.copy_(source)
         return (not verify or equal_bits(target, source)), not has_nonfinite(target)
@@ -113,3 +119,30 @@ def _copy_blocks(target: torch.Tensor, source: torch.Tensor, verify: bool) -> tu
         if finite and has_nonfinite(block):
             finite = False
     return same, finite
+
+
+def _transposed(target: torch.Tensor, source: torch.Tensor) -> bool:
+    """A contiguous 2-D target filled from the transpose of a contiguous 2-D tensor."""
+    return (
+        target.dim() == 2
+        and source.dim() == 2
+        and target.is_contiguous()
+        and min(source.shape) > 1
+        and source.stride() == (1, source.shape[0])
+    )
+
+
+def _copy_transposed(target: torch.Tensor, source: torch.Tensor, verify: bool) -> tuple[bool, bool]:
+    """Copy in column blocks, each compared right after it is written, while both are in the cache;
+    the NaN/Inf scan runs once over the contiguous target (summing strided blocks would cost more
+    than the copy)."""
+    same = True
+    for start in range(0, target.shape[1], _TRANSPOSE_COLUMNS):
+        block, original = (
+            target[:, start : start + _TRANSPOSE_COLUMNS],
+            source[:, start : start + _TRANSPOSE_COLUMNS],
+        )
+        block.copy_(original)
+        if verify and same and not equal_bits(block, original):
+            same = False
+    return same, not has_nonfinite(target)
