@@ -278,7 +278,7 @@ print(causality_check(model).line())
 # @markdown Before training the model guesses uniformly, so its loss should be close to ln(vocab_size).
 from utils.notebook.checks import untrained_loss_check
 
-untrained_check = untrained_loss_check(model, val_batches[0])
+untrained_check = untrained_loss_check(model, val_batches[0], pretrained=init_choice.path is not None)
 untrained_loss = untrained_check.details["loss"]
 print(untrained_check.line())
 """,
@@ -432,7 +432,7 @@ import math
 from utils.training.loop import evaluate
 
 baseline_val_loss = evaluate(model, val_batches, device=device, amp_dtype=amp_dtype)
-state, random_loss = ("resumed" if resume_state else "untrained"), math.log(model_config.vocab_size)
+state, random_loss = ("resumed" if resume_state else init_choice.state), math.log(model_config.vocab_size)
 print(f"📏 Validation loss of the {state} model: {baseline_val_loss:.4f} (random: {random_loss:.4f})")
 """,
     ),

@@ -39,6 +39,7 @@ class TestChooseInitialModel:
         choice = choose_initial_model("scratch", "tiny", BYTES)
         assert (choice.path, choice.config, choice.preset) == (None, config_for_preset("tiny"), "tiny")
         assert choose_initial_model("", "tiny", BYTES).path is None
+        assert choice.state == "untrained"
 
     def test_a_local_folder_gives_the_config(self, hf_folder):
         folder, _ = hf_folder
@@ -47,6 +48,7 @@ class TestChooseInitialModel:
         assert choice.config == GPTConfig(vocab_size=300, block_size=16, n_layer=1, n_head=2, n_embd=8,
                                           dropout=0.1, activation="gelu_tanh")  # fmt: skip
         assert "MODEL_PRESET is not used" in "\n".join(choice.lines())
+        assert choice.state == "pretrained"
 
     def test_a_hub_name_goes_through_the_downloader(self, hf_folder, monkeypatch):
         asked = []

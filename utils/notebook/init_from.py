@@ -54,6 +54,11 @@ class InitChoice:
     notes: list[str] = field(default_factory=list)
     preset: str = "none: the config is INIT_FROM's"  # what Cell 11 shows as the preset
 
+    @property
+    def state(self) -> str:
+        """How the model starts: "untrained" (scratch) or "pretrained" (INIT_FROM)."""
+        return "untrained" if self.path is None else "pretrained"
+
     def lines(self) -> list[str]:
         if self.path is None:
             return ["🆕 INIT_FROM = 'scratch': random weights of the preset"]
