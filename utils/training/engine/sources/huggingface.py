@@ -17,6 +17,7 @@ indexes with a cap, safetensors headers checked before any tensor is mapped).
 from __future__ import annotations
 
 import contextlib
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -128,8 +129,6 @@ def _folder_record(probe: Probe) -> CheckpointRecord:
     trained = trainer_facts(probe.path, probe.entries)
     if not trained:
         return record
-    from dataclasses import replace
-
     metrics = dict(record.metrics, val_loss=trained["val_loss"])
     return replace(record, epoch=trained["epoch"], global_step=trained["global_step"], metrics=metrics)
 
@@ -192,6 +191,4 @@ def _record(
     record = record_from_fields(
         probe, {"config": config}, kind="huggingface", source=source, facts=facts, notes=notes
     )
-    from dataclasses import replace
-
     return replace(record, size_bytes=size)
