@@ -120,6 +120,9 @@ DATA_PATH = ""  # @param {type:"string"}
 TOKENIZER = "bytes"  # @param ["bytes", "gpt2"]
 VAL_FRACTION = 0.1  # @param {type:"number"}
 EVAL_BATCHES = 20  # @param {type:"integer"}
+# @markdown **Start from.** `INIT_FROM`: `"scratch"` (the preset), a checkpoint file or folder (nanoGPT, Lightning,
+# @markdown Hugging Face, this notebook's), or a Hugging Face hub name (`"gpt2"`, `"gpt2-medium"`) to fine-tune.
+INIT_FROM = "scratch"  # @param {type:"string"}
 # @markdown **Checkpoints.** `RESUME`: `"none"` (new run), `"latest"`, or a checkpoint path.
 CHECKPOINT_DIR = "./checkpoints"  # @param {type:"string"}
 OUTPUT_DIR = "./outputs"  # @param {type:"string"}
@@ -216,13 +219,13 @@ print("\\n".join(describe_split(train_tokens, val_tokens)))
     Cell(
         code="""
 # @title 11. Model configuration { display-mode: "form" }
-from utils.data import check_vocab_fits
-from utils.model import config_for_preset
+# @markdown With `INIT_FROM` set (Cell 3) the config comes from that checkpoint, not from the preset.
+from utils.notebook.init_from import choose_initial_model
 from utils.notebook.model_views import config_lines
 
-model_config = config_for_preset(preset)
-check_vocab_fits(tokenizer, model_config)
-print("\\n".join(config_lines(model_config, preset, tokenizer)))
+init_choice = choose_initial_model(INIT_FROM, preset, tokenizer)
+model_config = init_choice.config
+print("\\n".join(init_choice.lines() + config_lines(model_config, init_choice.preset, tokenizer)))
 """,
     ),
     Cell(
@@ -245,10 +248,11 @@ print("\\n".join(describe_batch(train_batches, val_batches, tokenizer)))
         markdown="## Model",
         code="""
 # @title 13. Initialize Model { display-mode: "form" }
-from utils.model import GPT, count_parameters
+# @markdown The preset's random weights, or `INIT_FROM`'s pretrained ones (Cell 11 chose the config).
+from utils.notebook.init_from import build_initial_model
 
-model = GPT(model_config).to(device)
-print(f"✅ `model` created: GPT '{preset}' with {count_parameters(model).total:,} parameters on {device}")
+model, init_lines = build_initial_model(init_choice, device)
+print("\\n".join(init_lines))
 """,
     ),
     Cell(
@@ -274,7 +278,7 @@ print(causality_check(model).line())
 # @markdown Before training the model guesses uniformly, so its loss should be close to ln(vocab_size).
 from utils.notebook.checks import untrained_loss_check
 
-untrained_check = untrained_loss_check(model, val_batches[0])
+untrained_check = untrained_loss_check(model, val_batches[0], pretrained=init_choice.path is not None)
 untrained_loss = untrained_check.details["loss"]
 print(untrained_check.line())
 """,
@@ -427,7 +431,7 @@ import math
 from utils.training.loop import evaluate
 
 baseline_val_loss = evaluate(model, val_batches, device=device, amp_dtype=amp_dtype)
-state, random_loss = ("resumed" if resume_state else "untrained"), math.log(model_config.vocab_size)
+state, random_loss = ("resumed" if resume_state else init_choice.state), math.log(model_config.vocab_size)
 print(f"📏 Validation loss of the {state} model: {baseline_val_loss:.4f} (random: {random_loss:.4f})")
 """,
     ),
@@ -568,15 +572,17 @@ show_png(dashboard_png)
     ),
     Cell(
         code="""
-# @title 39. Export weights (safetensors) { display-mode: "form" }
+# @title 39. Export weights (safetensors, Hugging Face) { display-mode: "form" }
 # @markdown `model.safetensors` (tied weights stored once) + `model.config.json`: load them anywhere without pickle.
-from utils.notebook.export import export_safetensors
+# @markdown `huggingface/`: a GPT-2 folder for `transformers` (`GPT2LMHeadModel.from_pretrained`, `push_to_hub`).
+from utils.notebook.export import export_hugging_face_lines, export_safetensors
 from utils.notebook.planning import format_bytes
 
 exported = export_safetensors(model, OUTPUT_DIR)
 print(f"📦 {exported['weights']} ({format_bytes(exported['size_bytes'])}, {exported['tensors']} tensors)")
 print(f"🧾 {exported['config']}")
 print(f"{'✅' if exported['verified'] else '❌'} Read back into a fresh model: every tensor identical")
+print("\\n".join(export_hugging_face_lines(model, f"{OUTPUT_DIR}/huggingface")))
 """,
     ),
     Cell(

@@ -36,6 +36,13 @@ class TestEqualBits:
     def test_different_sizes_are_not_equal(self):
         assert not equal_bits(torch.zeros(3), torch.zeros(4))
 
+    def test_a_transposed_view_is_compared_as_it_lies(self):
+        stored = torch.randn(5, 7)
+        copy = stored.t().contiguous()
+        assert equal_bits(copy, stored.t())
+        copy[3, 2] = math.nan
+        assert not equal_bits(copy, stored.t())
+
 
 class TestHasNonfinite:
     def test_nan_and_inf_are_found(self):

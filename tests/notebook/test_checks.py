@@ -36,6 +36,13 @@ class TestUntrainedLossCheck:
         result = untrained_loss_check(tiny_model, val_batches[0])
         assert result.passed and "ln(256)" in result.line()
 
+    def test_pretrained_weights_are_reported_not_judged(self, tiny_model, val_batches):
+        with torch.no_grad():
+            tiny_model.lm_head.weight.mul_(50)  # far from uniform guesses, as trained weights are
+        assert not untrained_loss_check(tiny_model, val_batches[0]).passed
+        result = untrained_loss_check(tiny_model, val_batches[0], pretrained=True)
+        assert result.passed and "pretrained weights (INIT_FROM)" in result.line()
+
 
 class TestGradientCheck:
     def test_all_tensors_get_gradients_and_nothing_changes(self, tiny_model, val_batches):

@@ -7,7 +7,12 @@ import json
 import torch
 from safetensors.torch import load_file
 
-from utils.notebook.export import export_safetensors, settings_from, write_run_manifest
+from utils.notebook.export import (
+    export_hugging_face_lines,
+    export_safetensors,
+    settings_from,
+    write_run_manifest,
+)
 
 
 class TestSettingsFrom:
@@ -45,3 +50,12 @@ class TestExportSafetensors:
         wrapper = torch.nn.Module()
         wrapper._orig_mod = tiny_model
         assert export_safetensors(wrapper, tmp_path)["verified"]
+
+
+class TestExportHuggingFaceLines:
+    def test_writes_the_folder_and_says_how_to_use_it(self, tmp_path, tiny_model):
+        lines = export_hugging_face_lines(tiny_model, tmp_path / "huggingface")
+        config = json.loads((tmp_path / "huggingface" / "config.json").read_text())
+        assert (config["model_type"], config["n_embd"], config["activation_function"]) == ("gpt2", 16, "gelu")
+        assert lines[1].startswith("✅") and "from_pretrained" in lines[2]
+        assert "lm_head.weight" not in load_file(tmp_path / "huggingface" / "model.safetensors")

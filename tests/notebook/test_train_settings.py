@@ -39,3 +39,7 @@ class TestTrainConfigFrom:
     def test_bad_value_is_rejected_by_train_config(self):
         with pytest.raises(ValueError, match="min_lr_ratio"):
             train_config_from({**FORM, "MIN_LR_RATIO": 2.0}, "cpu")
+
+    def test_init_from_is_recorded_and_scratch_when_absent(self):
+        assert train_config_from({**FORM, "INIT_FROM": " gpt2 "}, "cpu").init_from == "gpt2"
+        assert train_config_from(FORM, "cpu").init_from == "scratch"

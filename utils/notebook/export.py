@@ -1,4 +1,4 @@
-"""Cells 31 and 39: the run manifest and the exported weights."""
+"""Cells 31 and 39: the run manifest and the exported weights (safetensors, Hugging Face)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import torch
 
 from utils.training.engine.prefixes import unwrap_model
 
-__all__ = ["settings_from", "write_run_manifest", "export_safetensors"]
+__all__ = ["settings_from", "write_run_manifest", "export_safetensors", "export_hugging_face_lines"]
 
 
 def settings_from(namespace: Mapping[str, Any]) -> dict[str, Any]:
@@ -101,3 +101,21 @@ def export_safetensors(
         "tensors": tensors,
         "verified": verified,
     }
+
+
+def export_hugging_face_lines(model: torch.nn.Module, folder: str | os.PathLike) -> list[str]:
+    """Write ``model`` as a Hugging Face GPT-2 folder (``engine.hf_export``) and say how to use it.
+
+    Returns:
+        Lines for Cell 39: the folder, its activation, the read-back check, the transformers calls.
+    """
+    from utils.training.engine.hf_export import export_hugging_face
+
+    exported = export_hugging_face(model, folder)
+    mark = "✅" if exported.verified else "❌"
+    return [
+        f"🤗 {exported.folder}: config.json + model.safetensors ({exported.tensors} tensors, "
+        f"activation_function {exported.config['activation_function']!r})",
+        f"{mark} Read back as Hugging Face GPT-2 into a fresh model: every tensor identical",
+        f"   transformers: GPT2LMHeadModel.from_pretrained({str(exported.folder)!r}); then .push_to_hub(name)",
+    ]

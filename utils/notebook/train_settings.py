@@ -57,4 +57,5 @@ def train_config_from(settings: Mapping[str, Any], device: torch.device | str) -
     values = {field: settings[name] for field, name in SETTING_NAMES.items()}
     for field in _ZERO_MEANS_NONE:
         values[field] = values[field] or None
-    return TrainConfig(**values, device=str(device))
+    init_from = str(settings.get("INIT_FROM") or "").strip() or "scratch"  # optional: older notebooks lack it
+    return TrainConfig(**values, device=str(device), init_from=init_from)

@@ -32,6 +32,8 @@ class TrainConfig:
     device: str = "auto"
     stop_after_epochs: int | None = None  # end this session early; the LR schedule still plans `epochs`
     stop_on_save_error: bool = False
+    # Where the first weights came from (Cell 3's INIT_FROM): "scratch", a checkpoint path or a hub name.
+    init_from: str = "scratch"
 
     def __post_init__(self) -> None:
         positive = ("epochs", "batch_size", "keep_last")

@@ -220,7 +220,19 @@ def _load_into(
     report.verified = None if not options.verify else not result.differing
     report.nonfinite_tensors = result.nonfinite
     _warn(report, result.differing)
+    _warn_activation(report, record, base)
     return report
+
+
+def _warn_activation(report: LoadReport, record: CheckpointRecord, base: torch.nn.Module) -> None:
+    """The weights fit, but the file's model computed another GELU (e.g. GPT-2's tanh form): say so."""
+    stored = (record.model_config or {}).get("activation")
+    ours = getattr(getattr(base, "config", None), "activation", None)
+    if stored is not None and ours is not None and stored != ours:
+        report.warnings.append(
+            f"the file's model uses activation {stored!r}, this model {ours!r}: its outputs differ slightly "
+            f"from the original's; build_model_from_checkpoint({report.path!r}) builds a matching model"
+        )
 
 
 def _check_integrity(path: Path, weights: WeightSet, jobs: list[CopyJob]) -> bool:

@@ -29,6 +29,13 @@ def equal_bits(model_tensor: torch.Tensor, source: torch.Tensor) -> bool:
     no allocation. Otherwise piecewise, so a conversion never allocates a
     full-size temporary.
     """
+    if (
+        model_tensor.shape == source.shape
+        and model_tensor.dtype == source.dtype
+        and model_tensor.device == source.device
+        and model_tensor.element_size() <= 8
+    ):  # compared as they lie: flattening a strided view (a transposed Conv1D weight) would copy it
+        return torch.equal(_bits(model_tensor), _bits(source))
     a, b = model_tensor.reshape(-1), source.reshape(-1)
     if a.numel() != b.numel():
         return False
@@ -41,8 +48,9 @@ def equal_bits(model_tensor: torch.Tensor, source: torch.Tensor) -> bool:
     return True
 
 
-def _bits(flat: torch.Tensor) -> torch.Tensor:
-    return flat.view(_BIT_VIEW[flat.element_size()]) if flat.numel() else flat
+def _bits(tensor: torch.Tensor) -> torch.Tensor:
+    """The same bytes as integers (any strides: the element size does not change, up to 8 bytes)."""
+    return tensor.view(_BIT_VIEW[tensor.element_size()]) if tensor.numel() else tensor
 
 
 def has_nonfinite(tensor: torch.Tensor) -> bool:

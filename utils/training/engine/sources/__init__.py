@@ -9,7 +9,8 @@ source in :data:`REGISTRY` order whether the path is its kind, and yields the an
             ...
 
 Order matters where kinds overlap: our own record comes first; a plain state_dict
-("bare") last, after the tools whose files are also dicts of tensors.
+("bare") last, after the tools whose files are also dicts of tensors (a
+``torch.save(hf_model.state_dict())`` is one: Hugging Face claims it by its Conv1D shapes).
 """
 
 from __future__ import annotations
@@ -27,7 +28,11 @@ from ..torchfile import INTERRUPTED_FIX
 from ..untrusted import folder_entries, open_error, open_untrusted
 from .base import Probe, Source, TensorSpec, WeightSet
 from .dcp import DcpSource
+from .huggingface import HuggingFaceSource
+from .lightning import LightningSource
+from .nanogpt import NanoGPTSource
 from .native import BareSource, NativeSource
+from .safetensors_export import SafetensorsExportSource
 from .sharded import ShardedSource
 
 __all__ = [
@@ -50,7 +55,11 @@ REGISTRY: tuple[Source, ...] = (
     ShardedSource(),  # folders: ours first (it is a DCP folder too, with our record)
     DcpSource(),
     NativeSource(),
-    BareSource(),
+    NanoGPTSource(),  # dicts with "model" + "model_args"/"iter_num"
+    LightningSource(),  # dicts with "state_dict" + Lightning's version
+    SafetensorsExportSource(),  # safetensors in our names (before Hugging Face's: decided by layout)
+    HuggingFaceSource(),  # folders with config.json; HF-layout safetensors and state_dicts
+    BareSource(),  # any other state_dict: last, as HF state_dicts are state_dicts too
 )
 
 

@@ -12,12 +12,15 @@ from typing import Any
 
 from ..record import METRIC_NAMES, clean_float, clean_int
 
-__all__ = ["clean_config", "clean_data_state", "clean_history", "clean_metrics"]
+__all__ = ["clean_config", "clean_data_state", "clean_history", "clean_metrics", "clean_model_settings"]
 
 _MAX_ROWS = 100_000  # epochs in a history
 _MAX_KEYS = 4_096  # entries kept from one row, config section or statistics table
 _MAX_KEY_CHARS = 256
 _COUNTERS = ("epoch", "global_step")
+# GPTConfig's settings, by the type a file must give them in (utils.model.gpt.GPTConfig).
+_SIZES = ("vocab_size", "block_size", "n_layer", "n_head", "n_embd")
+_ACTIVATIONS = ("gelu", "gelu_tanh")
 
 
 def _keyed(raw: Any) -> list[tuple[str, Any]]:
@@ -78,3 +81,18 @@ def clean_data_state(raw: Any) -> dict[str, int | None] | None:
     if not isinstance(raw, Mapping):
         return None
     return {key: clean_int(value) for key, value in pairs if isinstance(value, (int, float)) or value is None}
+
+
+def clean_model_settings(raw: Any) -> dict[str, Any]:
+    """GPTConfig's settings found in ``raw`` (another tool's model arguments or hyperparameters),
+    each of the right type and range; anything else (other keys, odd values) dropped."""
+    pairs = dict(_keyed(raw))
+    settings: dict[str, Any] = {key: clean_int(pairs[key]) for key in _SIZES if clean_int(pairs.get(key))}
+    dropout = pairs.get("dropout")
+    if clean_float(dropout) is not None and 0.0 <= dropout < 1.0:
+        settings["dropout"] = float(dropout)
+    if isinstance(pairs.get("bias"), bool):
+        settings["bias"] = pairs["bias"]
+    if pairs.get("activation") in _ACTIVATIONS:
+        settings["activation"] = pairs["activation"]
+    return settings
