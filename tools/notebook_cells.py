@@ -52,7 +52,8 @@ on a CPU it is a tiny model that trains in a minute or two. Settings are in **Ce
 | 18–31 | Training set-up: optimizer, schedule, precision, memory, speed, resume, last checks |
 | 32 | **Run Training** (checkpoints every epoch and every `SAVE_EVERY_STEPS` steps) |
 | 33–35 | **Recovery**: metrics from checkpoints, load the weights, session variables |
-| 36–40 | Use the model: generate text, evaluate, dashboard, export, summary |
+| 36–37 | Look inside: compare checkpoints side by side, which layers changed |
+| 38–42 | Use the model: generate text, evaluate, dashboard, export, summary |
 
 **After a disconnect:** run Cells 1–13, then 33–35: the trained model is back. To continue training,
 set `RESUME = "latest"` in Cell 3 and run everything.
@@ -286,7 +287,7 @@ print(untrained_check.line())
     Cell(
         code="""
 # @title 17. Untrained sample { display-mode: "form" }
-# @markdown What the model writes before training; Cell 36 compares the trained model's text with it.
+# @markdown What the model writes before training; Cell 38 compares the trained model's text with it.
 SAMPLE_PROMPT = "ROMEO:"  # @param {type:"string"}
 from utils.notebook.inference import generate_text, printable
 
@@ -532,11 +533,46 @@ session_report = extract_session_variables(globals())
 print("\\n".join(session_report.lines()))
 """,
     ),
+    # ---------------------------------------------------------------- look inside the checkpoints
+    Cell(
+        markdown="""
+## Look inside the checkpoints
+Cell 36 compares checkpoints on the same validation batches: loss, agreement with the first one, KL
+divergence and a sample each. Cell 37 shows which layers changed: in every epoch (recorded during
+training, so it survives deleted checkpoints) and between two files.
+""",
+        code="""
+# @title 36. Compare checkpoints { display-mode: "form" }
+# @markdown `CHECKPOINTS`: comma-separated `best`, `latest`, `earliest`, `all` or file names; the first is
+# @markdown the reference for agreement and KL. `model` is not changed: each file loads into one scratch copy.
+CHECKPOINTS = "best, latest, earliest"  # @param {type:"string"}
+COMPARE_PROMPT = "ROMEO:"  # @param {type:"string"}
+COMPARE_TOKENS = 100  # @param {type:"integer"}
+from utils.notebook.analysis_view import compare_checkpoints_cell
+
+comparison = compare_checkpoints_cell(
+    globals(), CHECKPOINTS, prompt=COMPARE_PROMPT, max_new_tokens=COMPARE_TOKENS
+)
+""",
+    ),
+    Cell(
+        code="""
+# @title 37. Which layers changed { display-mode: "form" }
+# @markdown Heatmap: how far each layer moved in each epoch, from the history in the checkpoints' records.
+# @markdown Bars: the tensors that changed most from `REFERENCE` (a keyword or file name, as in Cell 36)
+# @markdown to the checkpoint Cell 34 loaded.
+REFERENCE = "earliest"  # @param {type:"string"}
+TOP_TENSORS = 20  # @param {type:"integer"}
+from utils.notebook.analysis_view import which_layers_cell
+
+layers_png, layer_report = which_layers_cell(globals(), OUTPUT_DIR, reference=REFERENCE, top=TOP_TENSORS)
+""",
+    ),
     # ---------------------------------------------------------------- use the model
     Cell(
         markdown="## Use the trained model",
         code="""
-# @title 36. Generate text { display-mode: "form" }
+# @title 38. Generate text { display-mode: "form" }
 PROMPT = "ROMEO:"  # @param {type:"string"}
 MAX_NEW_TOKENS = 300  # @param {type:"integer"}
 TEMPERATURE = 0.8  # @param {type:"number"}
@@ -552,7 +588,7 @@ print("\\n" + "\\n".join(compare_samples(generated, globals().get("untrained_sam
     ),
     Cell(
         code="""
-# @title 37. Evaluate { display-mode: "form" }
+# @title 39. Evaluate { display-mode: "form" }
 from utils.notebook.inference import evaluate_session_model
 
 evaluation = evaluate_session_model(globals())
@@ -561,7 +597,7 @@ print("\\n".join(evaluation.lines()))
     ),
     Cell(
         code="""
-# @title 38. Training dashboard { display-mode: "form" }
+# @title 40. Training dashboard { display-mode: "form" }
 from utils.notebook.plots import show_png
 from utils.notebook.reporting import build_dashboard
 
@@ -572,7 +608,7 @@ show_png(dashboard_png)
     ),
     Cell(
         code="""
-# @title 39. Export weights (safetensors, Hugging Face) { display-mode: "form" }
+# @title 41. Export weights (safetensors, Hugging Face) { display-mode: "form" }
 # @markdown `model.safetensors` (tied weights stored once) + `model.config.json`: load them anywhere without pickle.
 # @markdown `huggingface/`: a GPT-2 folder for `transformers` (`GPT2LMHeadModel.from_pretrained`, `push_to_hub`).
 from utils.notebook.export import export_hugging_face_lines, export_safetensors
@@ -587,7 +623,7 @@ print("\\n".join(export_hugging_face_lines(model, f"{OUTPUT_DIR}/huggingface")))
     ),
     Cell(
         code="""
-# @title 40. Summary { display-mode: "form" }
+# @title 42. Summary { display-mode: "form" }
 from utils.notebook.reporting import final_summary
 
 print("\\n".join(final_summary(CHECKPOINT_DIR, OUTPUT_DIR)))

@@ -75,14 +75,14 @@ class TestWholeRun:
     def test_trained_text_differs_from_the_untrained_sample(self, executed):
         nb, _ = executed
         untrained = output_text(code_cell(nb, 17)).strip()
-        generated = output_text(code_cell(nb, 36))
+        generated = output_text(code_cell(nb, 38))
         assert untrained not in generated and "Untrained model, same prompt and seed" in generated
 
     def test_plots_are_saved_and_shown(self, executed):
         nb, folder = executed
         for name in ("lr_schedule.png", "training_curves.png", "training_dashboard.png", "model.safetensors"):
             assert (folder / "out" / name).stat().st_size > 1000, name
-        for number in (19, 33, 38):
+        for number in (19, 33, 37, 40):
             assert any("image/png" in o.get("data", {}) for o in code_cell(nb, number).outputs), number
 
 

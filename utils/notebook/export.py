@@ -1,4 +1,4 @@
-"""Cells 31 and 39: the run manifest and the exported weights (safetensors, Hugging Face)."""
+"""Cells 31 and 41: the run manifest and the exported weights (safetensors, Hugging Face)."""
 
 from __future__ import annotations
 
@@ -107,7 +107,7 @@ def export_hugging_face_lines(model: torch.nn.Module, folder: str | os.PathLike)
     """Write ``model`` as a Hugging Face GPT-2 folder (``engine.hf_export``) and say how to use it.
 
     Returns:
-        Lines for Cell 39: the folder, its activation, the read-back check, the transformers calls.
+        Lines for Cell 41: the folder, its activation, the read-back check, the transformers calls.
     """
     from utils.training.engine.hf_export import export_hugging_face
 

@@ -1,4 +1,4 @@
-"""Cells 17, 36 and 37: sample text from the model and measure it on the validation split."""
+"""Cells 17, 38 and 39: sample text from the model and measure it on the validation split."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Cells 32, 38 and 40: the training summary, the dashboard, and where everything is."""
+"""Cells 32, 40 and 42: the training summary, the dashboard, and where everything is."""
 
 from __future__ import annotations
 

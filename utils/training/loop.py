@@ -23,6 +23,7 @@ import torch
 
 from utils.data.batches import Batch, EpochBatches
 from utils.training import progress as _progress
+from utils.training.analysis.epoch_change import EpochStart
 from utils.training.distributed.context import SINGLE_PROCESS, DistributedContext
 from utils.training.engine.checkpoint import RetentionPolicy, save_checkpoint
 from utils.training.engine.errors import CheckpointSaveError
@@ -257,6 +258,7 @@ def _run_epoch(session: _Session, state: _Position, val_batches: list[Batch], ep
     )
     saved_mid_epoch: list[Path] = []
     learning_rate = session.optimizer.param_groups[0]["lr"]
+    start_weights = _epoch_start_weights(session, state, epoch, first)
     for index in range(first, session.batches.batches_per_epoch):
         loss, learning_rate = _train_step(session, *session.batches.batch(epoch, index))
         loss = session.distributed.average(loss)
@@ -276,17 +278,38 @@ def _run_epoch(session: _Session, state: _Position, val_batches: list[Batch], ep
     if line:
         _progress.write(line)
     if not session.run.stop_reason:
-        _end_epoch(
-            session, state, val_batches, epoch, _metrics(state.step_losses[epoch_start:], None, learning_rate)
-        )
+        metrics = _metrics(state.step_losses[epoch_start:], None, learning_rate)
+        _end_epoch(session, state, val_batches, epoch, metrics, start_weights)
 
 
-def _end_epoch(session: _Session, state: _Position, val_batches: list[Batch], epoch: int, metrics) -> None:
-    """Validate, record the epoch in the history, save the epoch-end checkpoint, print one line."""
+def _epoch_start_weights(session: _Session, state: _Position, epoch: int, first: int) -> EpochStart:
+    """The weights this epoch started from, in host memory, for the history's per-tensor change.
+
+    A run resumed mid-epoch reads them from the previous epoch's end checkpoint (searched in the
+    checkpoint folder and the resume file's folder); see ``analysis.epoch_change``.
+    """
+    folders = [session.checkpoint_dir]
+    if session.run.resumed_from is not None:
+        folders.append(Path(session.run.resumed_from).parent)
+    return EpochStart.for_epoch(
+        session.model,
+        epoch=epoch,
+        first_batch=first,
+        global_step=state.global_step,
+        history=state.history,
+        folders=folders,
+    )
+
+
+def _end_epoch(
+    session: _Session, state: _Position, val_batches: list[Batch], epoch: int, metrics, start: EpochStart
+) -> None:
+    """Validate, record the epoch (metrics and weight changes) in the history, save, print one line."""
     metrics["val_loss"] = session.distributed.average(
         evaluate(session.model, val_batches, device=session.device, amp_dtype=session.amp_dtype)
     )
-    state.history.append({"epoch": epoch, "global_step": state.global_step, **metrics})
+    changes = start.row_fields(session.model)
+    state.history.append({"epoch": epoch, "global_step": state.global_step, **metrics, **changes})
     path = _save(session, state, epoch, session.batches.batches_per_epoch, metrics, None)
     session.run.epochs_completed = epoch + 1
     _progress.write(_progress.epoch_line(epoch, session.config.epochs, state.global_step, metrics, path))

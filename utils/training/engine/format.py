@@ -46,6 +46,9 @@ __all__ = [
     "RNG_STATE_KEY",
     "DATA_STATE_KEY",
     "STEP_LOSSES_KEY",
+    "WEIGHT_CHANGE_KEY",
+    "LAYER_CHANGE_KEY",
+    "WEIGHT_CHANGE_FROM_STEP_KEY",
     "METRIC_NAMES",
     "METADATA_KEYS",
     "build_checkpoint",
@@ -81,6 +84,11 @@ CONFIG_KEY = "config"  # {"model": {...}, "training": {..., "init_from": ...}}: 
 RNG_STATE_KEY = "rng_state"  # random generator states (tensors / plain lists), for exact resume
 DATA_STATE_KEY = "data_state"  # {"epoch", "batch_in_epoch", "batches_per_epoch", "seed"}
 STEP_LOSSES_KEY = "step_losses"  # float64 tensor: the training loss of every step so far
+# Inside each history row (docs/checkpoint-format.md, "history"): how far the weights moved in the epoch.
+# {parameter name: ||end - start|| / ||start||, or None where ||start|| = 0 (undefined)}
+WEIGHT_CHANGE_KEY = "weight_change"
+LAYER_CHANGE_KEY = "layer_change"  # {layer label ("embeddings", "block 0", ...): the same over the layer}
+WEIGHT_CHANGE_FROM_STEP_KEY = "weight_change_from_step"  # int: the change covers only this step onwards
 
 METRIC_NAMES = ("train_loss", "val_loss", "learning_rate")
 # The keys copied into the JSON metadata record (small values only).
@@ -164,7 +172,7 @@ def build_checkpoint(
         GLOBAL_STEP_KEY: int(global_step),
         TIMESTAMP_KEY: timestamp or now_iso(),
         METRICS_KEY: _clean_metrics(metrics),
-        HISTORY_KEY: [dict(_clean_metrics(row), **_row_counters(row)) for row in (history or [])],
+        HISTORY_KEY: [_clean_history_row(row) for row in (history or [])],
         CONFIG_KEY: dict(config or {}),
         MODEL_STATE_KEY: dict(model_state),
         OPTIMIZER_STATE_KEY: optimizer_state,
@@ -180,9 +188,23 @@ def build_checkpoint(
     return checkpoint
 
 
+def _clean_history_row(row: Mapping[str, Any]) -> dict[str, Any]:
+    """A history row: its metrics, counters and weight-change maps, each with checked types."""
+    row = dict(row)
+    changes = {key: row.pop(key) for key in (WEIGHT_CHANGE_KEY, LAYER_CHANGE_KEY) if key in row}
+    cleaned = dict(_clean_metrics(row), **_row_counters(row))
+    for key, value in changes.items():
+        if isinstance(value, Mapping):  # {name: float or None}; anything else in a row is dropped
+            cleaned[key] = {
+                str(name): _finite_or_none(v) if _is_number(v) else None for name, v in value.items()
+            }
+    return cleaned
+
+
 def _row_counters(row: Mapping[str, Any]) -> dict[str, int]:
-    """The integer counters of a history row (epoch, global_step)."""
-    return {k: int(row[k]) for k in (EPOCH_KEY, GLOBAL_STEP_KEY) if row.get(k) is not None}
+    """The integer counters of a history row (epoch, global_step, weight_change_from_step)."""
+    keys = (EPOCH_KEY, GLOBAL_STEP_KEY, WEIGHT_CHANGE_FROM_STEP_KEY)
+    return {k: int(row[k]) for k in keys if row.get(k) is not None}
 
 
 def checkpoint_kind(obj: Any, tensor_type: type = torch.Tensor) -> str | None:

@@ -1,0 +1,153 @@
+"""The per-epoch record of how far each weight tensor moved, for the training loop.
+
+At each epoch start the loop keeps a copy of the parameters in host memory (not on the
+GPU: its memory is the scarce one; Cell 21 counts the copy). At the epoch end each
+parameter's ``||theta_end - theta_start|| / ||theta_start||`` goes into the epoch's history
+row (``weight_change``), with the same statistic over each layer (``layer_change``). The
+history travels in every checkpoint's JSON record, so the picture survives retention.
+
+A run resumed in the middle of an epoch has no copy of that epoch's start in memory. The
+weights at an epoch start are exactly those of the previous epoch's end checkpoint, so
+:meth:`EpochStart.for_epoch` reads that file when it still exists and belongs to the run
+(same epoch, step and validation loss): the record is then bit-for-bit the uninterrupted
+run's. When it does not (retention removed it, or the run was in its first epoch), the
+record measures from the resume step instead and says so with ``weight_change_from_step``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from utils.training.engine import format as fmt
+from utils.training.engine.errors import CheckpointError
+from utils.training.engine.prefixes import unwrap_model
+from utils.training.engine.recovery import list_checkpoints
+
+from . import _weights
+from .groups import combine, layer_of, relative
+from .norms import PIECE, distances_and_norm
+
+__all__ = ["EpochStart", "SIGNIFICANT_DIGITS", "snapshot_bytes"]
+
+# Recorded values keep 4 significant digits: a colour or a bar shows 2-3, float32 norms over
+# millions of elements are not exact beyond ~6, and GPT-2's 148 values fit in ~6 KB of JSON a row.
+SIGNIFICANT_DIGITS = 4
+_DEVICE_PIECE = 1 << 22  # on a GPU, bigger pieces: fewer host-to-device copies
+
+
+class EpochStart:
+    """The parameters at an epoch start, on the CPU, and where they were taken.
+
+    Args:
+        tensors: parameter name -> CPU tensor (the model's dtype).
+        from_step: None when these are the epoch's start weights; else the global step they were
+            taken at (a run resumed mid-epoch without the epoch-start checkpoint).
+    """
+
+    def __init__(self, tensors: Mapping[str, torch.Tensor], from_step: int | None = None) -> None:
+        self.tensors = dict(tensors)
+        self.from_step = from_step
+
+    @classmethod
+    def of_model(cls, model: torch.nn.Module, from_step: int | None = None) -> EpochStart:
+        """A host-memory copy of ``model``'s parameters (each tied tensor once)."""
+        with torch.no_grad():
+            tensors = {
+                name: param.detach().to("cpu", copy=True)
+                for name, param in unwrap_model(model).named_parameters()
+            }
+        return cls(tensors, from_step)
+
+    @classmethod
+    def for_epoch(
+        cls,
+        model: torch.nn.Module,
+        *,
+        epoch: int,
+        first_batch: int,
+        global_step: int,
+        history: list[Mapping[str, Any]],
+        folders: Iterable[str | os.PathLike],
+    ) -> EpochStart:
+        """The start weights of ``epoch`` for a loop about to train its batch ``first_batch``.
+
+        Args:
+            model: the model, holding the weights after ``global_step`` steps.
+            epoch, first_batch, global_step: the loop's position (``first_batch`` > 0: resumed mid-epoch).
+            history: the run's rows so far; the last one is the previous epoch's.
+            folders: where the previous epoch's end checkpoint may be (checkpoint and resume folders).
+
+        Returns:
+            The exact epoch-start weights, or (mid-epoch, no such file) the current ones with
+            ``from_step=global_step``.
+        """
+        if first_batch == 0:
+            return cls.of_model(model)
+        path = _epoch_start_file(folders, epoch, global_step - first_batch, history)
+        if path is not None:
+            start = cls._from_file(path, model)
+            if start is not None:
+                return start
+        return cls.of_model(model, from_step=global_step)
+
+    @classmethod
+    def _from_file(cls, path: Path, model: torch.nn.Module) -> EpochStart | None:
+        """The model's parameters as stored in ``path`` (copied: retention may delete the file)."""
+        params = dict(unwrap_model(model).named_parameters())
+        try:
+            with _weights.open_checkpoint_weights(path) as weights:
+                if any(name not in weights or weights[name].shape != p.shape for name, p in params.items()):
+                    return None
+                return cls({name: weights[name].to(p.dtype, copy=True) for name, p in params.items()})
+        except CheckpointError:  # damaged or removed meanwhile: measure from the resume step instead
+            return None
+
+    def row_fields(self, model: torch.nn.Module) -> dict[str, Any]:
+        """The history row's fields: ``weight_change``, ``layer_change`` (and ``weight_change_from_step``).
+
+        Raises:
+            KeyError: ``model`` lacks a parameter of the snapshot (the model was swapped mid-epoch).
+        """
+        params = dict(unwrap_model(model).named_parameters())
+        norms = {}
+        with torch.no_grad():
+            for name, start in self.tensors.items():
+                current = params[name].detach()  # compared where it lives: no full-size copy anywhere
+                piece = PIECE if current.device.type == "cpu" else _DEVICE_PIECE
+                [distance], norm = distances_and_norm(start, [current], device=current.device, piece=piece)
+                norms[name] = (distance, norm)
+        fields: dict[str, Any] = {
+            fmt.WEIGHT_CHANGE_KEY: {name: _rounded(relative(*pair)) for name, pair in norms.items()},
+            fmt.LAYER_CHANGE_KEY: {label: _rounded(v) for label, v in combine(norms, layer_of).items()},
+        }
+        if self.from_step is not None:
+            fields[fmt.WEIGHT_CHANGE_FROM_STEP_KEY] = self.from_step
+        return fields
+
+
+def snapshot_bytes(model: torch.nn.Module) -> int:
+    """Host memory the epoch-start copy takes: every parameter once (tied tensors once)."""
+    return sum(p.numel() * p.element_size() for p in unwrap_model(model).parameters())
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else float(f"{value:.{SIGNIFICANT_DIGITS}g}")
+
+
+def _epoch_start_file(
+    folders: Iterable[str | os.PathLike], epoch: int, start_step: int, history: list[Mapping[str, Any]]
+) -> Path | None:
+    """The previous epoch's end checkpoint of this run: epoch, step and validation loss all agree."""
+    if epoch < 1 or not history or history[-1].get("epoch") != epoch - 1:
+        return None  # the first epoch starts from weights no file holds
+    val_loss = history[-1].get("val_loss")
+    for folder in dict.fromkeys(Path(f) for f in folders):
+        for entry in list_checkpoints(folder, on_skip=None):
+            if entry.epoch == epoch - 1 and entry.global_step == start_step and entry.val_loss == val_loss:
+                return entry.path
+    return None
