@@ -42,7 +42,8 @@ KIND_COLORS = {
     "other": "#7f7f7f",
 }
 CHANGE_LABEL = "relative change  ‖θ − θ_ref‖ / ‖θ_ref‖"
-EPOCH_CHANGE_LABEL = "‖θ_end − θ_start‖ / ‖θ_start‖ over the epoch (log scale)"
+HEAT_CHANGE_LABEL = "‖θ − θ_ref‖ / ‖θ_ref‖  (log scale)"
+EPOCH_CHANGE_LABEL = "‖θ_end − θ_start‖ / ‖θ_start‖  (log scale)"
 _ANNOTATE_MAX_CELLS = 300  # above this many heatmap cells, values are left to the colour bar
 _ANNOTATE_MAX_COLUMNS = 25
 
@@ -102,7 +103,7 @@ def which_layers_figure(
         raise ValueError("nothing to draw: the history has no per-layer record and no files were compared")
     heat_height = 1.2 + 0.32 * max(len(layers), 3) if epochs else 0.0
     bar_height = 1.4 + 0.3 * min(top, len(changes.table)) if changes is not None else 0.0
-    fig = Figure(figsize=(13, heat_height + bar_height + 0.6))
+    fig = Figure(figsize=(13, heat_height + bar_height + 0.6), layout="constrained")
     grid = fig.add_gridspec(
         2 if epochs and changes is not None else 1,
         2,
@@ -123,14 +124,14 @@ def layer_changes_figure(changes: Any, *, top: int = 20) -> Figure:
     """``LayerChanges.plot``'s figure: layers x checkpoints heatmap; kinds and top tensors of the last file."""
     by_layer = changes.by_layer()
     labels = list(by_layer)
-    heat_height = 1.4 + 0.32 * max(len(labels), 3)
+    heat_height = 1.9 + 0.32 * max(len(labels), 3)  # three-line column labels under the heatmap
     bar_height = 1.4 + 0.3 * min(top, len(changes.table))
-    fig = Figure(figsize=(13, heat_height + bar_height + 0.6))
+    fig = Figure(figsize=(13, heat_height + bar_height + 0.6), layout="constrained")
     grid = fig.add_gridspec(2, 2, height_ratios=[heat_height, bar_height], width_ratios=[1, 3])
     values = np.array([[_nan(v) for v in row] for row in by_layer.values()], dtype=float)
     columns = [_column_label(path, path == changes.reference) for path in changes.paths]
-    _draw_heatmap(fig, fig.add_subplot(grid[0, :]), values, labels, columns, CHANGE_LABEL, "checkpoint")
-    fig.axes[0].set_title(f"Each layer against the reference {changes.reference.name}")
+    _draw_heatmap(fig, fig.add_subplot(grid[0, :]), values, labels, columns, HEAT_CHANGE_LABEL, "checkpoint")
+    fig.axes[0].set_title(f"Each layer against the reference: {_file_label(changes.reference)}")
     _draw_change_bars(fig.add_subplot(grid[1, 0]), fig.add_subplot(grid[1, 1]), changes, -1, top)
     fig.suptitle("Which layers changed", fontsize=14)
     return fig
@@ -163,7 +164,9 @@ def _draw_heatmap(fig, ax, values: np.ndarray, rows: list[str], columns: list[st
         for (i, j), value in np.ndenumerate(values):
             if np.isfinite(value) and value > 0:
                 color = "white" if value < middle else "black"  # viridis: dark low, light high
-                ax.text(j, i, f"{value:.2g}", ha="center", va="center", fontsize=7, color=color)
+                ax.text(j, i, f"{value:.2g}", ha="center", va="center", fontsize=8, color=color)
+            elif value == 0:  # the reference itself, or a tensor that did not move
+                ax.text(j, i, "0", ha="center", va="center", fontsize=8, color="gray")
 
 
 def _draw_change_bars(kind_ax, top_ax, changes: Any, index: int, top: int) -> None:
@@ -174,7 +177,7 @@ def _draw_change_bars(kind_ax, top_ax, changes: Any, index: int, top: int) -> No
     kind_ax.barh(ordered, [kinds[k] for k in ordered], color=[KIND_COLORS[k] for k in ordered])
     kind_ax.invert_yaxis()
     kind_ax.set_xlabel("relative change of the group")
-    kind_ax.set_title("By kind of tensor")
+    kind_ax.set_title("Each kind as one vector")
     kind_ax.grid(axis="x", alpha=0.3)
     best = changes.top(index, top)
     names = [_short(name) for name, _ in best]
@@ -182,9 +185,16 @@ def _draw_change_bars(kind_ax, top_ax, changes: Any, index: int, top: int) -> No
     top_ax.bar_label(bars, labels=[f"{v:.3g}" for _, v in best], padding=2, fontsize=8)
     top_ax.invert_yaxis()  # the largest change at the top
     top_ax.tick_params(axis="y", labelsize=8)
-    top_ax.set_xlabel(CHANGE_LABEL)
+    undefined = sum(1 for row in changes.table.values() if row[index] is None)
+    note = (
+        f"\n{undefined} tensors are all zeros in the reference (biases at initialisation?): no ratio"
+        if undefined
+        else ""
+    )
+    top_ax.set_xlabel(CHANGE_LABEL + note)
     top_ax.set_title(
-        f"Top {len(best)} of {len(changes.table)} tensors: {target.name} against {changes.reference.name}"
+        f"Top {len(best)} of {len(changes.table)} tensors: {_file_label(target)} "
+        f"against {_file_label(changes.reference)}"
     )
     top_ax.grid(axis="x", alpha=0.3)
     top_ax.margins(x=0.12)  # room for the value labels
@@ -198,6 +208,12 @@ def _short(name: str) -> str:
         if name.startswith(prefix):
             return name[len(prefix) :]
     return name
+
+
+def _file_label(path: Path) -> str:
+    """``epoch 11, step 72`` for a checkpoint name; the file name otherwise."""
+    parsed = parse_checkpoint_filename(path.name)
+    return f"epoch {parsed.epoch}, step {parsed.global_step}" if parsed else path.name
 
 
 def _column_label(path: Path, is_reference: bool) -> str:
