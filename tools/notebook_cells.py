@@ -338,7 +338,7 @@ print("\\n".join(precision_lines(amp_dtype, scaler, device)))
 # @title 21. Memory estimate { display-mode: "form" }
 from utils.notebook.planning import available_memory, estimate_memory
 
-memory = estimate_memory(model, train_config.batch_size, available_memory(device))
+memory = estimate_memory(model, train_config.batch_size, available_memory(device), device=device)
 print("\\n".join(memory.lines(str(device))))
 """,
     ),

@@ -66,6 +66,19 @@ class TestBuildCheckpoint:
         cleaned = _build(metrics={"note": "hi", "flag": True, "vec": torch.ones(2)})[fmt.METRICS_KEY]
         assert set(cleaned) == set(fmt.METRIC_NAMES)
 
+    def test_history_rows_keep_their_weight_change_maps_cleaned(self):
+        row = {"epoch": 1, "global_step": 8, "val_loss": 2.0, "weight_change_from_step": 6.0, "note": "x",
+               fmt.WEIGHT_CHANGE_KEY: {"a.weight": 0.25, "a.bias": None, "b": math.nan, "c": "text"},
+               fmt.LAYER_CHANGE_KEY: {"block 0": torch.tensor(0.5)}}  # fmt: skip
+        [cleaned] = _build(history=[row])[fmt.HISTORY_KEY]
+        assert cleaned[fmt.WEIGHT_CHANGE_KEY] == {"a.weight": 0.25, "a.bias": None, "b": None, "c": None}
+        assert cleaned[fmt.LAYER_CHANGE_KEY] == {"block 0": 0.5}
+        assert cleaned[fmt.WEIGHT_CHANGE_FROM_STEP_KEY] == 6 and "note" not in cleaned
+
+    def test_a_weight_change_that_is_not_a_map_is_dropped(self):
+        [cleaned] = _build(history=[{"epoch": 0, fmt.WEIGHT_CHANGE_KEY: [0.1, 0.2]}])[fmt.HISTORY_KEY]
+        assert fmt.WEIGHT_CHANGE_KEY not in cleaned
+
     def test_empty_model_state_is_refused(self):
         with pytest.raises(ValueError, match="model_state is empty"):
             _build(model_state={})

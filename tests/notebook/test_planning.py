@@ -44,6 +44,13 @@ class TestEstimateMemory:
         assert not estimate_memory(tiny_model, 2, available=1000).fits
         assert "Probably does not fit" in "\n".join(estimate_memory(tiny_model, 2, 1000).lines())
 
+    def test_the_epoch_start_copy_counts_on_a_cpu_and_is_host_ram_on_a_gpu(self, tiny_model):
+        on_cpu = estimate_memory(tiny_model, 2, 10**9, device="cpu")
+        on_gpu = estimate_memory(tiny_model, 2, 10**9, device="cuda")  # a device name only: nothing allocated
+        assert on_cpu.snapshot == on_cpu.weights and on_cpu.total == on_gpu.total + on_gpu.snapshot
+        assert "epoch-start copy" in on_cpu.lines()[1]
+        assert "host RAM: epoch-start copy of the weights" in "\n".join(on_gpu.lines("cuda"))
+
 
 class TestCheckpointSize:
     def test_tied_weights_counted_once(self, tiny_model):

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch
 
 from utils.notebook.checks import preserved_rng
+from utils.training.analysis.epoch_change import snapshot_bytes
 
 __all__ = [
     "MemoryEstimate",
@@ -63,10 +64,15 @@ class MemoryEstimate:
     optimizer: int
     activations: int
     available: int | None
+    # The epoch-start copy of the weights the loop keeps in host RAM for the history's per-layer
+    # change record; part of `total` when training runs on the CPU (the same memory), else host RAM.
+    snapshot: int = 0
+    snapshot_in_total: bool = True
 
     @property
     def total(self) -> int:
-        return self.weights + self.gradients + self.optimizer + self.activations
+        extra = self.snapshot if self.snapshot_in_total else 0
+        return self.weights + self.gradients + self.optimizer + self.activations + extra
 
     @property
     def fits(self) -> bool | None:
@@ -77,8 +83,14 @@ class MemoryEstimate:
         lines = [
             f"🧮 Training memory estimate{where}: ~{format_bytes(self.total)}",
             f"   weights {format_bytes(self.weights)} + gradients {format_bytes(self.gradients)} + "
-            f"AdamW state {format_bytes(self.optimizer)} + activations ~{format_bytes(self.activations)}",
+            f"AdamW state {format_bytes(self.optimizer)} + activations ~{format_bytes(self.activations)}"
+            + (f" + epoch-start copy {format_bytes(self.snapshot)}" if self.snapshot_in_total else ""),
         ]
+        if not self.snapshot_in_total:
+            lines.append(
+                f"   + host RAM: epoch-start copy of the weights {format_bytes(self.snapshot)} "
+                "(for the per-layer change record, Cell 37)"
+            )
         if self.available is None:
             lines.append("   available: unknown")
         elif self.fits:
@@ -91,23 +103,37 @@ class MemoryEstimate:
         return lines
 
 
-def estimate_memory(model: torch.nn.Module, batch_size: int, available: int | None) -> MemoryEstimate:
+def estimate_memory(
+    model: torch.nn.Module,
+    batch_size: int,
+    available: int | None,
+    *,
+    device: torch.device | str | None = None,
+) -> MemoryEstimate:
     """A rough upper bound on training memory for ``model`` with AdamW.
 
     Activations: about 16 floats per token per layer per embedding width plus the
-    logits (B*T*vocab floats, twice for the softmax and its gradient).
+    logits (B*T*vocab floats, twice for the softmax and its gradient). The training loop
+    also keeps a copy of the weights in host RAM (the epoch start, for the per-layer
+    change record): counted in the total on a CPU, listed as host RAM on a GPU.
+
+    Args:
+        device: where training runs (default: where the model's parameters are).
     """
     params = sum(p.numel() for p in model.parameters())
     bytes_per = next(model.parameters()).element_size()
     cfg = model.config
     tokens = batch_size * cfg.block_size
     activations = 4 * tokens * (16 * cfg.n_layer * cfg.n_embd + 2 * cfg.vocab_size)
+    device = torch.device(device) if device is not None else next(model.parameters()).device
     return MemoryEstimate(
         weights=params * bytes_per,
         gradients=params * bytes_per,
         optimizer=ADAM_STATES * params * 4,
         activations=activations,
         available=available,
+        snapshot=snapshot_bytes(model),
+        snapshot_in_total=device.type == "cpu",
     )
 
 
