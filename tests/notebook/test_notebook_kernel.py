@@ -177,6 +177,33 @@ class TestCell35InKernel:
         assert "0 new, 0 updated" in again
 
 
+class TestAnalysisCellsInKernel:
+    def test_compare_checkpoints_leaves_the_model_and_prints_the_table(self, session):
+        session.run(33)
+        session.run(34)
+        session.code("import torch\nkept = {k: v.clone() for k, v in model.state_dict().items()}")
+        text = session.run(36)
+        same = session.code("print(all(torch.equal(kept[k], v) for k, v in model.state_dict().items()))")
+        assert "named by 'best, latest, earliest'" in text and "KL nats/token" in text and "(ref)" in text
+        assert "checkpoint_epoch0000_" in text and "Same prompt 'ROMEO:'" in text
+        assert same.strip() == "True" and "Traceback" not in text
+        rows = session.code(
+            "print(len(comparison.rows), comparison.rows[0].agreement, comparison.rows[0].kl)"
+        )
+        assert rows.split()[1:] == ["1.0", "0.0"] and int(rows.split()[0]) in (2, 3)  # best may be the latest
+
+    def test_which_layers_changed_draws_the_recorded_epochs(self, session):
+        session.run(33)
+        session.run(34)
+        text = session.run(37)
+        assert "🧭 Epoch 3 moved most:" in text and "against checkpoint_epoch0000_" in text
+        assert (session.folder / "out" / "layer_changes.png").stat().st_size > 10_000
+        shape = session.code(
+            "print(len(layer_report.paths), sorted(set(map(len, layer_report.table.values()))))"
+        )
+        assert shape.strip() == "2 [2]" and "Traceback" not in text
+
+
 def test_model_not_found_in_a_fresh_kernel():
     with Kernel() as kernel:
         text = kernel.run(34)
