@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from utils.training.analysis._weights import open_checkpoint_weights
+from utils.training.analysis._weights import CheckpointWeights, open_checkpoint_weights
 from utils.training.engine.errors import CheckpointNotFoundError, NotACheckpointError
 
 from .conftest import save
@@ -37,3 +37,25 @@ class TestOpenCheckpointWeights:
         with pytest.raises(CheckpointNotFoundError, match="gone.pt: does not exist"):
             with open_checkpoint_weights(tmp_path / "gone.pt"):
                 pass
+
+
+class TestRelease:
+    def test_a_released_mapped_tensor_reads_the_same_values_again(self, tmp_path, model):
+        big = torch.randn(300_000)  # many pages
+        torch.save({"w": big}, tmp_path / "big.pt")
+        with open_checkpoint_weights(tmp_path / "big.pt") as weights:
+            assert weights.memory_mapped
+            tensor = weights["w"]
+            assert torch.equal(tensor, big)  # maps every page
+            weights.release(tensor, 0, tensor.numel())
+            assert torch.equal(tensor, big)  # mapped again from the file
+
+    def test_tensors_in_ordinary_memory_are_never_released(self):
+        tensor = torch.ones(300_000)
+        CheckpointWeights({"w": tensor}, memory_mapped=False).release(tensor, 0, tensor.numel())
+        assert bool((tensor == 1).all())  # dropping anonymous pages would have zeroed them
+
+    def test_an_old_non_zip_file_is_read_into_memory(self, tmp_path):
+        torch.save({"w": torch.ones(3)}, tmp_path / "old.pt", _use_new_zipfile_serialization=False)
+        with open_checkpoint_weights(tmp_path / "old.pt") as weights:
+            assert not weights.memory_mapped and torch.equal(weights["w"], torch.ones(3))

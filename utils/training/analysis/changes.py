@@ -3,7 +3,7 @@
 For every weight tensor, ``||theta_file - theta_reference|| / ||theta_reference||`` between each
 file and a reference file, streamed tensor by tensor (and piece by piece) from memory-mapped
 files: the only private memory used is one piece's difference and the result table, whatever
-the model's size. The training loop records the same statistic for every epoch in the
+the model's size, and each file's pages are unmapped again once read (see ``_weights``). The training loop records the same statistic for every epoch in the
 history (``epoch_change``); this function answers it for any two checkpoints, e.g. ones
 written by another run, or years apart.
 """
@@ -115,11 +115,25 @@ def layer_changes(
         others = [path for path in opened if path != reference]
         distances, norms = {}, {}
         for name, tensor in ref.items():
-            found, norms[name] = distances_and_norm(tensor, [opened[path][name] for path in others])
+            tensors = [(ref, tensor)] + [(opened[path], opened[path][name]) for path in others]
+            found, norms[name] = distances_and_norm(
+                tensor, [t for _, t in tensors[1:]], after_piece=_releaser(tensors)
+            )
             by_path = dict(zip(others, found, strict=True))
             distances[name] = [by_path.get(path, 0.0) for path in paths]
     table = {name: [relative(d, norms[name]) for d in row] for name, row in distances.items()}
     return LayerChanges(paths, reference, table, distances, norms)
+
+
+def _releaser(tensors: list[tuple[_weights.CheckpointWeights, torch.Tensor]]):
+    """Unmap each file's pages of a piece once it is used: the process never holds more than a
+    piece of every file mapped, however many GBs stream through (the pages stay in the page cache)."""
+
+    def release(start: int, stop: int) -> None:
+        for weights, tensor in tensors:
+            weights.release(tensor, start, stop)
+
+    return release
 
 
 def _check_same_tensors(

@@ -10,7 +10,7 @@ whatever the tensor's size, and a memory-mapped tensor is read page by page. Wit
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -27,6 +27,7 @@ def distances_and_norm(
     *,
     device: torch.device | None = None,
     piece: int = PIECE,
+    after_piece: Callable[[int, int], None] | None = None,
 ) -> tuple[list[float], float]:
     """``([||end - start|| for end in ends], ||start||)``, each sum of squares in float64.
 
@@ -36,6 +37,8 @@ def distances_and_norm(
         device: where the arithmetic runs, one piece at a time (default: ``start``'s device), e.g.
             the GPU for a CPU copy compared with a GPU parameter.
         piece: elements per piece.
+        after_piece: called with ``(start, stop)`` (flat element indices) once a piece of every
+            tensor has been used, e.g. to unmap those pages of memory-mapped files.
 
     Raises:
         ValueError: a shape differs from ``start``'s.
@@ -54,5 +57,7 @@ def distances_and_norm(
             squares[j] += torch.dot(diff, diff)
         pa64 = pa.double()
         squares[-1] += torch.dot(pa64, pa64)
+        if after_piece is not None:
+            after_piece(i, i + piece)
     values = [math.sqrt(v) for v in squares.tolist()]  # one device sync per tensor, not per piece
     return values[:-1], values[-1]
