@@ -114,9 +114,8 @@ class TestWhichLayersCell:
         printed = []
         png, changes = which_layers_cell(namespace, tmp_path, out=printed.append)
         assert changes is None and png.exists()
-        assert (
-            printed[0] == f"ℹ️  The reference is the loaded checkpoint ({first}): set REFERENCE to another one"
-        )
+        expected = f"ℹ️  The reference is the loaded checkpoint ({first}): set REFERENCE to another one"
+        assert printed[0] == expected
 
     def test_nothing_to_draw(self, tmp_path):
         printed = []

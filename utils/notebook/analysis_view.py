@@ -9,6 +9,7 @@ that says what to run, never a traceback.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -197,7 +198,7 @@ def _summary(history: list, changes: LayerChanges | None) -> list[str]:
     layers, epochs, values, partial = history_heatmap_data(history)
     lines = []
     if epochs:
-        last = [(values[i, -1], layer) for i, layer in enumerate(layers) if values[i, -1] == values[i, -1]]
+        last = [(values[i, -1], layer) for i, layer in enumerate(layers) if math.isfinite(values[i, -1])]
         ranked = ", ".join(f"{layer} {value:.3g}" for value, layer in sorted(last, reverse=True)[:4])
         lines.append(f"🧭 Epoch {epochs[-1]} moved most: {ranked} (‖Δθ‖/‖θ‖ over the epoch)")
         if partial:

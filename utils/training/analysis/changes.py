@@ -3,9 +3,9 @@
 For every weight tensor, ``||theta_file - theta_reference|| / ||theta_reference||`` between each
 file and a reference file, streamed tensor by tensor (and piece by piece) from memory-mapped
 files: the only private memory used is one piece's difference and the result table, whatever
-the model's size, and each file's pages are unmapped again once read (see ``_weights``). The training loop records the same statistic for every epoch in the
-history (``epoch_change``); this function answers it for any two checkpoints, e.g. ones
-written by another run, or years apart.
+the model's size, and each file's pages are unmapped again once read (see ``_weights``). The
+training loop records the same statistic for every epoch in the history (``epoch_change``);
+this function answers it for any two checkpoints, e.g. ones written by another run.
 """
 
 from __future__ import annotations
@@ -25,6 +25,8 @@ from .groups import combine, kind_of, layer_of, layer_order, relative
 from .norms import distances_and_norm
 
 __all__ = ["LayerChanges", "layer_changes"]
+
+RELEASE_ELEMENTS = 1 << 18  # 1 MiB of float32 per file stays mapped at most
 
 
 @dataclass(frozen=True)
@@ -126,12 +128,18 @@ def layer_changes(
 
 
 def _releaser(tensors: list[tuple[_weights.CheckpointWeights, torch.Tensor]]):
-    """Unmap each file's pages of a piece once it is used: the process never holds more than a
-    piece of every file mapped, however many GBs stream through (the pages stay in the page cache)."""
+    """Unmap each file's pages once they are used, ``RELEASE_ELEMENTS`` at a time: the process never
+    holds more than that much of every file mapped, however many GBs stream through (the pages stay
+    in the page cache). Fewer, larger calls: one ``madvise`` per file per MiB, not per piece."""
+    numel = tensors[0][1].numel()
+    pending = [0]
 
     def release(start: int, stop: int) -> None:
+        if stop - pending[0] < RELEASE_ELEMENTS and stop < numel:
+            return
         for weights, tensor in tensors:
-            weights.release(tensor, start, stop)
+            weights.release(tensor, pending[0], stop)
+        pending[0] = stop
 
     return release
 

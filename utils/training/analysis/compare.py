@@ -77,8 +77,8 @@ class ComparisonReport:
         out = [
             f"🔬 {len(self.rows)} checkpoint(s) on the same {self.tokens:,} validation tokens; "
             "agreement and KL against #1 (the reference)",
-            f"   {'#':>2}  {'checkpoint':<{width}} {'epoch':>5} {'step':>8} {'val_loss':>9} {'perplexity':>11} "
-            f"{'top-1 agree':>12} {'KL nats/token':>14}",
+            f"   {'#':>2}  {'checkpoint':<{width}} {'epoch':>5} {'step':>8} {'val_loss':>9} "
+            f"{'perplexity':>11} {'top-1 agree':>12} {'KL nats/token':>14}",
         ]
         for i, row in enumerate(self.rows, start=1):
             label = row.name + ("  (ref)" if i == 1 else "")

@@ -35,7 +35,8 @@ from .norms import PIECE, distances_and_norm
 __all__ = ["EpochStart", "SIGNIFICANT_DIGITS", "snapshot_bytes"]
 
 # Recorded values keep 4 significant digits: a colour or a bar shows 2-3, float32 norms over
-# millions of elements are not exact beyond ~6, and GPT-2's 148 values fit in ~6 KB of JSON a row.
+# millions of elements are not exact beyond ~6, and GPT-2's 148 values fit in ~6.7 KB of JSON a row
+# (~9 KB unrounded).
 SIGNIFICANT_DIGITS = 4
 _DEVICE_PIECE = 1 << 22  # on a GPU, bigger pieces: fewer host-to-device copies
 

@@ -12,7 +12,7 @@ import torch
 
 __all__ = ["PIECE_ELEMENTS", "log_probs", "kl_sum"]
 
-PIECE_ELEMENTS = 1 << 22  # 16 MiB of float32 per temporary
+PIECE_ELEMENTS = 1 << 20  # 4 MiB of float32 per temporary
 
 
 def log_probs(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:

@@ -121,7 +121,7 @@ def which_layers_figure(
 
 
 def layer_changes_figure(changes: Any, *, top: int = 20) -> Figure:
-    """``LayerChanges.plot``'s figure: layers x checkpoints heatmap; kinds and top tensors of the last file."""
+    """The figure of ``LayerChanges.plot``: layers x files heatmap; the last file's kinds and top tensors."""
     by_layer = changes.by_layer()
     labels = list(by_layer)
     heat_height = 1.9 + 0.32 * max(len(labels), 3)  # three-line column labels under the heatmap
