@@ -18,6 +18,7 @@ import numpy as np
 from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
+from matplotlib.ticker import MaxNLocator
 
 from utils.training.engine import format as fmt
 from utils.training.engine.naming import parse_checkpoint_filename
@@ -174,7 +175,10 @@ def _draw_change_bars(kind_ax, top_ax, changes: Any, index: int, top: int) -> No
     target = changes.paths[index]
     kinds = {kind: values[index] for kind, values in changes.by_kind().items() if values[index] is not None}
     ordered = [kind for kind in KINDS if kind in kinds]
-    kind_ax.barh(ordered, [kinds[k] for k in ordered], color=[KIND_COLORS[k] for k in ordered])
+    kind_bars = kind_ax.barh(ordered, [kinds[k] for k in ordered], color=[KIND_COLORS[k] for k in ordered])
+    kind_ax.bar_label(kind_bars, labels=[f"{kinds[k]:.3g}" for k in ordered], padding=2, fontsize=8)
+    kind_ax.xaxis.set_major_locator(MaxNLocator(nbins=3))  # a narrow panel: few, readable ticks
+    kind_ax.margins(x=0.25)
     kind_ax.invert_yaxis()
     kind_ax.set_xlabel("relative change of the group")
     kind_ax.set_title("Each kind as one vector")
