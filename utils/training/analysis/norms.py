@@ -51,22 +51,24 @@ def distances_and_norm(
         if end.shape != start.shape:
             raise ValueError(f"shapes differ: {tuple(start.shape)} and {tuple(end.shape)}")
     device = start.device if device is None else torch.device(device)
-    a = start.reshape(-1)
-    flats = [end.reshape(-1) for end in ends]
+    pieces = start.reshape(-1).split(piece)  # views, made in one call rather than one slice per piece
+    columns = [end.reshape(-1).split(piece) for end in ends]
     sums = [0.0] * (len(ends) + 1)  # squared distances..., squared norm: Python floats (float64)
-    buffer = torch.empty(min(piece, a.numel()), dtype=start.dtype, device=device)  # reused for every piece
-    for i in range(0, a.numel(), piece):
-        pa = a[i : i + piece].to(device)
+    buffer = torch.empty(len(pieces[0]) if pieces else 0, dtype=start.dtype, device=device)  # reused
+    position = 0
+    for index, pa in enumerate(pieces):
+        pa = pa.to(device)
         diff = buffer[: pa.numel()]
-        for j, b in enumerate(flats):
-            pb = b[i : i + piece]
+        for j, column in enumerate(columns):
+            pb = column[index]
             if pb.dtype == diff.dtype and pb.device == device:
                 torch.sub(pb, pa, out=diff)  # one pass, no allocation
             else:
                 diff.copy_(pb).sub_(pa)  # converted while copied
             sums[j] += float(torch.dot(diff, diff))
         sums[-1] += float(torch.dot(pa, pa))
+        position += pa.numel()
         if after_piece is not None:
-            after_piece(i, i + piece)
+            after_piece(position - pa.numel(), position)
     values = [math.sqrt(v) for v in sums]
     return values[:-1], values[-1]
