@@ -26,7 +26,6 @@ import torch
 from utils.training.engine import format as fmt
 from utils.training.engine.errors import CheckpointError
 from utils.training.engine.prefixes import unwrap_model
-from utils.training.engine.recovery import list_checkpoints
 
 from . import _weights
 from .groups import combine, layer_of, relative
@@ -147,6 +146,10 @@ def _epoch_start_file(
     if epoch < 1 or not history or history[-1].get("epoch") != epoch - 1:
         return None  # the first epoch starts from weights no file holds
     val_loss = history[-1].get("val_loss")
+    # Imported here: utils.training imports this module, and an eager import of the engine's recovery
+    # module would make `python -m utils.training.engine.recovery` warn that it ran it twice.
+    from utils.training.engine.recovery import list_checkpoints
+
     for folder in dict.fromkeys(Path(f) for f in folders):
         for entry in list_checkpoints(folder, on_skip=None):
             if entry.epoch == epoch - 1 and entry.global_step == start_step and entry.val_loss == val_loss:
