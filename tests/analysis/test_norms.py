@@ -23,6 +23,16 @@ class TestDistancesAndNorm:
         distances, norm = distances_and_norm(start, [torch.full((4,), 3.0, dtype=torch.bfloat16)])
         assert distances == [4.0] and norm == 2.0
 
+    def test_half_precision_is_summed_in_float32(self):
+        generator = torch.Generator().manual_seed(1)
+        start = torch.randn(5000, generator=generator).bfloat16()
+        end = (start.float() + 0.01 * torch.randn(5000, generator=generator)).bfloat16()
+        [distance], norm = distances_and_norm(start, [end])
+        assert distance == pytest.approx(
+            torch.linalg.vector_norm(end.double() - start.double()).item(), rel=1e-5
+        )
+        assert norm == pytest.approx(torch.linalg.vector_norm(start.double()).item(), rel=1e-5)
+
     def test_no_ends_gives_the_norm(self):
         assert distances_and_norm(torch.tensor([3.0, 4.0]), []) == ([], 5.0)
 

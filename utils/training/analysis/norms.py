@@ -37,7 +37,8 @@ def distances_and_norm(
 
     Args:
         start: the reference tensor (any floating dtype, any device).
-        ends: tensors of ``start``'s shape; each piece is converted to ``start``'s dtype.
+        ends: tensors of ``start``'s shape; each piece is converted to ``start``'s dtype (to float32
+            for 16-bit floats, whose sums would lose precision).
         device: where the arithmetic runs, one piece at a time (default: ``start``'s device), e.g.
             the GPU for a CPU copy compared with a GPU parameter.
         piece: elements per piece.
@@ -54,10 +55,11 @@ def distances_and_norm(
     pieces = start.reshape(-1).split(piece)  # views, made in one call rather than one slice per piece
     columns = [end.reshape(-1).split(piece) for end in ends]
     sums = [0.0] * (len(ends) + 1)  # squared distances..., squared norm: Python floats (float64)
-    buffer = torch.empty(len(pieces[0]) if pieces else 0, dtype=start.dtype, device=device)  # reused
+    dtype = torch.float32 if start.element_size() < 4 else start.dtype  # bf16/fp16 summed in float32
+    buffer = torch.empty(len(pieces[0]) if pieces else 0, dtype=dtype, device=device)  # reused
     position = 0
     for index, pa in enumerate(pieces):
-        pa = pa.to(device)
+        pa = pa.to(device=device, dtype=dtype)  # a no-op for a float32 tensor where the work runs
         diff = buffer[: pa.numel()]
         for j, column in enumerate(columns):
             pb = column[index]
