@@ -7,6 +7,7 @@ import torch
 
 from utils.training.analysis._weights import CheckpointWeights, open_checkpoint_weights
 from utils.training.engine.errors import CheckpointNotFoundError, NotACheckpointError
+from utils.training.engine.sources import TensorSpec, WeightSet
 
 from .conftest import save
 
@@ -28,7 +29,8 @@ class TestOpenCheckpointWeights:
     def test_file_without_weights(self, tmp_path):
         torch.save({"epoch": 3}, tmp_path / "meta.pt")
         with pytest.raises(
-            NotACheckpointError, match=r"meta\.pt: holds a dict with keys \['epoch'\], not model"
+            NotACheckpointError,
+            match=r"meta\.pt: is a PyTorch file, but holds a dict with keys \['epoch'\], not model",
         ):
             with open_checkpoint_weights(tmp_path / "meta.pt"):
                 pass
@@ -40,22 +42,28 @@ class TestOpenCheckpointWeights:
 
 
 class TestRelease:
-    def test_a_released_mapped_tensor_reads_the_same_values_again(self, tmp_path, model):
+    def test_a_released_mapped_tensor_reads_the_same_values_again(self, tmp_path):
         big = torch.randn(300_000)  # many pages
         torch.save({"w": big}, tmp_path / "big.pt")
         with open_checkpoint_weights(tmp_path / "big.pt") as weights:
-            assert weights.memory_mapped
             tensor = weights["w"]
             assert torch.equal(tensor, big)  # maps every page
+            assert weights._file_mappings()  # the file is mapped: release acts
             weights.release(tensor, 0, tensor.numel())
             assert torch.equal(tensor, big)  # mapped again from the file
 
-    def test_tensors_in_ordinary_memory_are_never_released(self):
+    def test_tensors_in_ordinary_memory_are_never_released(self, tmp_path):
         tensor = torch.ones(300_000)
-        CheckpointWeights({"w": tensor}, memory_mapped=False).release(tensor, 0, tensor.numel())
+        torch.save({"w": tensor}, tmp_path / "file.pt")  # a file, but the tensor is not a view of it
+        spec = {"w": TensorSpec((300_000,), torch.float32)}
+        weights = CheckpointWeights(WeightSet(spec, lambda name: tensor), {"w": "w"}, tmp_path / "file.pt")
+        weights.release(tensor, 0, tensor.numel())
         assert bool((tensor == 1).all())  # dropping anonymous pages would have zeroed them
 
-    def test_an_old_non_zip_file_is_read_into_memory(self, tmp_path):
-        torch.save({"w": torch.ones(3)}, tmp_path / "old.pt", _use_new_zipfile_serialization=False)
+    def test_an_old_non_zip_file_is_read_into_memory_and_never_released(self, tmp_path):
+        big = torch.randn(300_000)
+        torch.save({"w": big}, tmp_path / "old.pt", _use_new_zipfile_serialization=False)
         with open_checkpoint_weights(tmp_path / "old.pt") as weights:
-            assert not weights.memory_mapped and torch.equal(weights["w"], torch.ones(3))
+            tensor = weights["w"]
+            weights.release(tensor, 0, tensor.numel())
+            assert torch.equal(tensor, big)

@@ -58,7 +58,7 @@ class TestTrainRecordsWeightChange:
     def test_the_history_travels_in_the_json_record(self, uninterrupted):
         run, _ = uninterrupted
         record = read_checkpoint_metadata(run.checkpoints[-1])
-        assert record["source"] == "record" and record["history"] == run.history
+        assert record.source == "record" and list(record.history) == run.history
 
     def test_resumed_mid_epoch_records_the_uninterrupted_numbers(self, uninterrupted, make_setup, tmp_path):
         run, _ = uninterrupted

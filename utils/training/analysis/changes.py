@@ -145,15 +145,15 @@ def _releaser(tensors: list[tuple[_weights.CheckpointWeights, torch.Tensor]]):
 
 
 def _check_same_tensors(
-    path: Path, weights: Mapping[str, torch.Tensor], reference: Path, ref: Mapping[str, torch.Tensor]
+    path: Path, weights: _weights.CheckpointWeights, reference: Path, ref: _weights.CheckpointWeights
 ) -> None:
     """Raise, naming both files, when ``weights`` lacks, adds or reshapes a reference tensor."""
     missing = [name for name in ref if name not in weights]
     extra = [name for name in weights if name not in ref]
     reshaped = [
-        f"{name} {list(weights[name].shape)} (reference {list(ref[name].shape)})"
+        f"{name} {list(weights.shape(name))} (reference {list(ref.shape(name))})"
         for name in ref
-        if name in weights and weights[name].shape != ref[name].shape
+        if name in weights and weights.shape(name) != ref.shape(name)
     ]
     problems = [
         f"{label}: {_first(names)}"

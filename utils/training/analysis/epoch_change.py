@@ -12,11 +12,17 @@ weights at an epoch start are exactly those of the previous epoch's end checkpoi
 (same epoch, step and validation loss): the record is then bit-for-bit the uninterrupted
 run's. When it does not (retention removed it, or the run was in its first epoch), the
 record measures from the resume step instead and says so with ``weight_change_from_step``.
+
+Under FSDP (``fully_shard``) each process keeps and compares only its own shards; the sums of
+squares are added over the ranks, so every process records the whole tensors' numbers. A sharded
+run resumed mid-epoch measures from the resume step (a file holds whole tensors, not shards).
 """
 
 from __future__ import annotations
 
+import math
 import os
+import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -56,9 +62,10 @@ class EpochStart:
     @classmethod
     def of_model(cls, model: torch.nn.Module, from_step: int | None = None) -> EpochStart:
         """A host-memory copy of ``model``'s parameters (each tied tensor once)."""
+        _reshard(model)
         with torch.no_grad():
             tensors = {
-                name: param.detach().to("cpu", copy=True)
+                name: _local(param.detach()).to("cpu", copy=True)
                 for name, param in unwrap_model(model).named_parameters()
             }
         return cls(tensors, from_step)
@@ -88,6 +95,8 @@ class EpochStart:
         """
         if first_batch == 0:
             return cls.of_model(model)
+        if _sharded(model):  # a file holds whole tensors, this process a shard: measure from here
+            return cls.of_model(model, from_step=global_step)
         path = _epoch_start_file(folders, epoch, global_step - first_batch, history)
         if path is not None:
             start = cls._from_file(path, model)
@@ -113,14 +122,17 @@ class EpochStart:
         Raises:
             KeyError: ``model`` lacks a parameter of the snapshot (the model was swapped mid-epoch).
         """
+        _reshard(model)
         params = dict(unwrap_model(model).named_parameters())
         norms = {}
         with torch.no_grad():
             for name, start in self.tensors.items():
-                current = params[name].detach()  # compared where it lives: no full-size copy anywhere
+                current = _local(params[name].detach())  # compared where it lives: no full-size copy
                 piece = PIECE if current.device.type == "cpu" else _DEVICE_PIECE
                 [distance], norm = distances_and_norm(start, [current], device=current.device, piece=piece)
                 norms[name] = (distance, norm)
+        if norms and _sharded(model):
+            norms = _summed_over_ranks(norms, current.device)
         fields: dict[str, Any] = {
             fmt.WEIGHT_CHANGE_KEY: {name: _rounded(relative(*pair)) for name, pair in norms.items()},
             fmt.LAYER_CHANGE_KEY: {label: _rounded(v) for label, v in combine(norms, layer_of).items()},
@@ -131,8 +143,44 @@ class EpochStart:
 
 
 def snapshot_bytes(model: torch.nn.Module) -> int:
-    """Host memory the epoch-start copy takes: every parameter once (tied tensors once)."""
-    return sum(p.numel() * p.element_size() for p in unwrap_model(model).parameters())
+    """Host memory the epoch-start copy takes: every parameter once (tied tensors once; under
+    FSDP this process's shards)."""
+    return sum(_local(p).numel() * p.element_size() for p in unwrap_model(model).parameters())
+
+
+def _local(tensor: torch.Tensor) -> torch.Tensor:
+    """The part of a parameter this process holds: a DTensor's shard (FSDP), else the tensor itself."""
+    to_local = getattr(tensor, "to_local", None)
+    return to_local() if callable(to_local) else tensor
+
+
+def _reshard(model: torch.nn.Module) -> None:
+    """Under FSDP2, register every module's sharded parameters again: after a forward without a
+    backward (evaluation) the root keeps whole, unsharded tensors in their place, and the record
+    compares shards. Values are unchanged; the next forward gathers them as it always does."""
+    fsdp = sys.modules.get("torch.distributed.fsdp")  # never imported: no module can be sharded
+    kind = getattr(fsdp, "FSDPModule", None)
+    if kind is None:
+        return
+    for module in unwrap_model(model).modules():
+        if isinstance(module, kind):
+            module.reshard()
+
+
+def _sharded(model: torch.nn.Module) -> bool:
+    return any(callable(getattr(p, "to_local", None)) for p in unwrap_model(model).parameters())
+
+
+def _summed_over_ranks(norms: dict[str, tuple[float, float]], device: torch.device) -> dict:
+    """Whole-tensor norms from every process's shard norms: the squares summed over the ranks."""
+    import torch.distributed as dist
+
+    squares = torch.tensor([[d * d, n * n] for d, n in norms.values()], dtype=torch.float64, device=device)
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(squares)
+    return {
+        name: (math.sqrt(d2), math.sqrt(n2)) for name, (d2, n2) in zip(norms, squares.tolist(), strict=True)
+    }
 
 
 def _rounded(value: float | None) -> float | None:
