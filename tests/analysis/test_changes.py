@@ -10,8 +10,9 @@ from PIL import Image
 
 from utils.training.analysis import layer_changes
 from utils.training.engine.errors import ArchitectureMismatchError, CheckpointNotFoundError
+from utils.training.engine.hf_export import export_hugging_face
 
-from .conftest import save, tiny_model
+from .conftest import TINY, save, tiny_model
 
 
 def _direct(reference: dict, other: dict, name: str) -> float:
@@ -71,6 +72,14 @@ class TestLayerChanges:
         with pytest.raises(ArchitectureMismatchError, match=r"deeper\.pt: has other weight tensors than the "
                            r"reference -- not in the reference: transformer\.h\.2\.ln_1\.weight"):  # fmt: skip
             layer_changes([three_files[0], other, tmp_path / "deeper.pt"])
+
+    def test_other_kinds_of_checkpoint_read_under_the_models_names(self, tmp_path, model):
+        ours = save(tmp_path / "ours", model, 0)
+        state = {f"_orig_mod.{k}": v for k, v in model.state_dict().items()}
+        torch.save({"model": state, "model_args": dict(TINY), "iter_num": 5}, tmp_path / "ckpt.pt")  # nanoGPT
+        export_hugging_face(model, tmp_path / "hf")  # transposed Conv1D weights, other names
+        result = layer_changes([ours, tmp_path / "ckpt.pt", tmp_path / "hf"])
+        assert len(result.table) == 28 and all(row == [0.0, 0.0, 0.0] for row in result.table.values())
 
     def test_missing_file(self, three_files, tmp_path):
         with pytest.raises(CheckpointNotFoundError, match="nothing.pt: does not exist"):
