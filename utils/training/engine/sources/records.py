@@ -17,7 +17,7 @@ __all__ = ["clean_config", "clean_data_state", "clean_history", "clean_metrics",
 _MAX_ROWS = 100_000  # epochs in a history
 _MAX_KEYS = 4_096  # entries kept from one row, config section or statistics table
 _MAX_KEY_CHARS = 256
-_COUNTERS = ("epoch", "global_step")
+_COUNTERS = ("epoch", "global_step", "weight_change_from_step")
 # GPTConfig's settings, by the type a file must give them in (utils.model.gpt.GPTConfig).
 _SIZES = ("vocab_size", "block_size", "n_layer", "n_head", "n_embd")
 _ACTIVATIONS = ("gelu", "gelu_tanh")
