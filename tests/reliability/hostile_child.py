@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from tests.reliability.hostile import BUILDERS, HostileCase, tiny_model
+from tests.reliability.hostile import BUILDERS, RUN_ID, HostileCase, tiny_model
 from utils.notebook.panels import render_load_error
 from utils.training.engine.checkpoint import save_checkpoint
 from utils.training.engine.errors import CheckpointError
