@@ -14,6 +14,7 @@ import json
 import os
 import warnings
 from collections.abc import Iterable, Mapping
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -21,6 +22,7 @@ import torch
 
 from . import format as fmt
 from .archive import append_member
+from .async_save import BackgroundWriter, default_writer
 from .atomic import atomic_write, free_space_text, remove_stale_temporary_files
 from .errors import CheckpointError, CheckpointSaveError
 from .metadata import read_metadata_record
@@ -60,7 +62,9 @@ def save_checkpoint(
     step_losses: torch.Tensor | None = None,
     retention: RetentionPolicy | None = RetentionPolicy(),  # noqa: B008 (frozen, immutable)
     when: _dt.datetime | None = None,
-) -> Path:
+    blocking: bool = True,
+    writer: BackgroundWriter | None = None,
+) -> Path | Future:
     """Save a checkpoint atomically into ``checkpoint_dir`` and apply retention.
 
     Args:
@@ -76,13 +80,21 @@ def save_checkpoint(
         history, config, rng_state, data_state, step_losses: see docs/checkpoint-format.md.
         retention: which older checkpoints to delete after the save; None keeps all.
         when: the time stamp for the name and the ``timestamp`` key (default: now).
+        blocking: False copies the state to host memory (waiting first for the previous
+            background save of ``writer``) and writes the file and applies retention in a
+            background thread (:mod:`async_save`), with the same guarantees.
+        writer: the background writer for ``blocking=False`` (default: the process-wide one).
 
     Returns:
-        The path of the new checkpoint.
+        The path of the new checkpoint; with ``blocking=False`` a ``concurrent.futures.Future``
+        whose result is that path (also ``future.path``) or whose exception is the
+        ``CheckpointSaveError`` below.
 
     Raises:
         CheckpointSaveError: the file could not be written (disk full, read-only
             folder, ...); earlier checkpoints are intact and no temporary file remains.
+            With ``blocking=False``: raised here only when the state cannot be copied to
+            host memory; a failed write is the Future's exception.
         TypeError: a part holds a value that ``torch.load(weights_only=True)`` would refuse.
     """
     folder = Path(checkpoint_dir)
@@ -103,12 +115,41 @@ def save_checkpoint(
         timestamp=when.isoformat(timespec="seconds"),
     )
     tensors = check_weights_only_safe(checkpoint)
+    if not blocking:
+        return _save_in_background(
+            writer or default_writer(), folder / checkpoint_filename(epoch, global_step, when), checkpoint,
+            tensors, retention,
+        )  # fmt: skip
     path = write_checkpoint_file(
         folder / checkpoint_filename(epoch, global_step, when), checkpoint, tensor_count=tensors
     )
     if retention is not None:
         apply_retention(folder, retention, protect=[path])
     return path
+
+
+def _save_in_background(
+    writer: BackgroundWriter, path: Path, checkpoint: dict, tensors: int, retention: RetentionPolicy | None
+) -> Future:
+    """Hand a built checkpoint to ``writer``: snapshot now, write and apply retention in its thread."""
+
+    def write(final: Path, snapshot: Mapping[str, Any]) -> Path:
+        written = write_checkpoint_file(final, snapshot, tensor_count=tensors)
+        if retention is not None:
+            apply_retention(final.parent, retention, protect=[written])
+        return written
+
+    try:
+        return writer.save(path, checkpoint, write)
+    except (RuntimeError, MemoryError) as error:  # host memory for the snapshot (pinned or not) ran out
+        raise CheckpointSaveError(
+            path.parent,
+            f"could not copy the state of {path.name} to host memory for a background save "
+            f"({type(error).__name__}: {error})",
+            expected="free host memory about the size of one checkpoint",
+            fix="Set ASYNC_SAVE = False (TrainConfig.async_save=False) to save without the copy, or free "
+            "memory. Earlier checkpoints are intact.",
+        ) from error
 
 
 def write_checkpoint_file(
