@@ -63,10 +63,16 @@ class MemoryEstimate:
     optimizer: int
     activations: int
     available: int | None
+    snapshot: int = 0  # host memory for background saves (ASYNC_SAVE): a copy of weights + AdamW state
+    snapshot_in_total: bool = (
+        True  # on the CPU the snapshot shares training's memory; on a GPU it is host RAM
+    )
+    host_available: int | None = None  # host RAM, when the snapshot does not share training's memory
 
     @property
     def total(self) -> int:
-        return self.weights + self.gradients + self.optimizer + self.activations
+        shared = self.snapshot if self.snapshot_in_total else 0
+        return self.weights + self.gradients + self.optimizer + self.activations + shared
 
     @property
     def fits(self) -> bool | None:
@@ -77,7 +83,12 @@ class MemoryEstimate:
         lines = [
             f"🧮 Training memory estimate{where}: ~{format_bytes(self.total)}",
             f"   weights {format_bytes(self.weights)} + gradients {format_bytes(self.gradients)} + "
-            f"AdamW state {format_bytes(self.optimizer)} + activations ~{format_bytes(self.activations)}",
+            f"AdamW state {format_bytes(self.optimizer)} + activations ~{format_bytes(self.activations)}"
+            + (
+                f" + snapshot for background saves {format_bytes(self.snapshot)}"
+                if self._shared_snapshot
+                else ""
+            ),
         ]
         if self.available is None:
             lines.append("   available: unknown")
@@ -87,15 +98,39 @@ class MemoryEstimate:
             lines.append(
                 f"❌ Probably does not fit in {format_bytes(self.available)}: lower BATCH_SIZE, "
                 "use MIXED_PRECISION, or pick a smaller MODEL_PRESET"
+                + (", or set ASYNC_SAVE = False" if self._shared_snapshot else "")
             )
+        if self.snapshot and not self.snapshot_in_total:
+            lines.append(self._host_line())
         return lines
 
+    @property
+    def _shared_snapshot(self) -> bool:
+        return bool(self.snapshot) and self.snapshot_in_total
 
-def estimate_memory(model: torch.nn.Module, batch_size: int, available: int | None) -> MemoryEstimate:
+    def _host_line(self) -> str:
+        line = f"🧠 Host RAM for background saves (ASYNC_SAVE): ~{format_bytes(self.snapshot)} pinned, held between saves"
+        if self.host_available is None:
+            return line
+        if self.snapshot < 0.8 * self.host_available:
+            return line + f" ({format_bytes(self.host_available)} RAM)"
+        return (
+            line
+            + f": ❌ probably too much for {format_bytes(self.host_available)} of RAM; set ASYNC_SAVE = False"
+        )
+
+
+def estimate_memory(
+    model: torch.nn.Module, batch_size: int, available: int | None, *, async_save: bool = False
+) -> MemoryEstimate:
     """A rough upper bound on training memory for ``model`` with AdamW.
 
     Activations: about 16 floats per token per layer per embedding width plus the
     logits (B*T*vocab floats, twice for the softmax and its gradient).
+
+    Args:
+        async_save: background saves keep a host copy of the weights and AdamW state
+            (``checkpoint_size_bytes``): part of the total on a CPU, host RAM beside a GPU.
     """
     params = sum(p.numel() for p in model.parameters())
     bytes_per = next(model.parameters()).element_size()
@@ -108,7 +143,16 @@ def estimate_memory(model: torch.nn.Module, batch_size: int, available: int | No
         optimizer=ADAM_STATES * params * 4,
         activations=activations,
         available=available,
+        snapshot=checkpoint_size_bytes(model) if async_save else 0,
+        snapshot_in_total=next(model.parameters()).device.type == "cpu",
+        host_available=_host_ram() if async_save else None,
     )
+
+
+def _host_ram() -> int | None:
+    from utils.notebook.runtime import _total_ram_bytes
+
+    return _total_ram_bytes()
 
 
 def available_memory(device: torch.device) -> int | None:
