@@ -25,6 +25,7 @@ loads with ``torch.load(weights_only=True)`` like any other.
 from __future__ import annotations
 
 import collections
+import copy
 from collections.abc import Hashable
 from typing import Any
 
@@ -51,6 +52,7 @@ class HostSnapshot:
         self._copied: dict[tuple[Any, ...], torch.Tensor] = {}  # this copy: source storage -> host bytes
         self._used: set[tuple[Hashable, ...]] = set()
         self._devices: set[torch.device] = set()
+        self._containers: dict[int, Any] = {}  # this copy: id of a source container -> its copy
 
     @property
     def nbytes(self) -> int:
@@ -68,13 +70,13 @@ class HostSnapshot:
             The same structure: new containers, host tensors, the same immutable values.
             Valid until the next call of :meth:`copy` or :meth:`release`.
         """
-        self._copied, self._used, self._devices = {}, set(), set()
+        self._copied, self._used, self._devices, self._containers = {}, set(), set(), {}
         try:
             result = self._walk(obj, ())
             for device in self._devices:  # the non_blocking copies must land before training goes on
                 torch.cuda.synchronize(device)
         finally:
-            self._copied = {}
+            self._copied, self._containers = {}, {}
         for key in set(self._buffers) - self._used:  # a tensor that is gone (or changed place)
             del self._buffers[key]
         return result
@@ -87,11 +89,20 @@ class HostSnapshot:
         if isinstance(obj, torch.Tensor):
             return self._tensor(obj, where)
         kind = type(obj)
+        if kind not in _CONTAINERS:
+            return obj  # str, numbers, None, dtype, device, Size: immutable, shared safely
+        if (
+            id(obj) in self._containers
+        ):  # one object in two places (AdamW's betas): one copy, as pickle keeps it
+            return self._containers[id(obj)]
         if kind in (dict, collections.OrderedDict):
-            return kind((key, self._walk(value, (*where, key))) for key, value in obj.items())
-        if kind in (list, tuple, set):
-            return kind(self._walk(value, (*where, index)) for index, value in enumerate(obj))
-        return obj  # str, numbers, None, dtype, device, Size: immutable, shared safely
+            result = kind((key, self._walk(value, (*where, key))) for key, value in obj.items())
+            if hasattr(obj, "_metadata"):  # a state_dict's module versions, which torch.save keeps too
+                result._metadata = copy.deepcopy(obj._metadata)
+        else:
+            result = kind(self._walk(value, (*where, index)) for index, value in enumerate(obj))
+        self._containers[id(obj)] = result
+        return result
 
     def _tensor(self, tensor: torch.Tensor, where: tuple[Hashable, ...]) -> torch.Tensor:
         if not _plain(tensor):
