@@ -297,8 +297,9 @@ class Mirror:
         reason = getattr(error, "strerror", None) or str(error) or type(error).__name__
         failure = MirrorFailure(source.name, f"{what}: {reason}")
         with self._lock:
-            self._failures.append(failure)
-            self._news.append(failure)
+            if failure not in self._failures:  # a retry that fails the same way is not news
+                self._news.append(failure)
+            self._failures = [known for known in self._failures if known.name != source.name] + [failure]
             if what == "copy failed":
                 self._failed_paths[source.name] = source
 
