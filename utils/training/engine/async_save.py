@@ -19,6 +19,7 @@ Python process that ends normally waits for the file to be complete.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 import weakref
@@ -29,7 +30,19 @@ from typing import Any, NamedTuple
 
 from .snapshot import HostSnapshot
 
-__all__ = ["BackgroundWriter", "SaveFailure", "default_writer", "wait_for_background_saves"]
+__all__ = [
+    "BACKGROUND_NICE",
+    "BackgroundWriter",
+    "SaveFailure",
+    "default_writer",
+    "lower_thread_priority",
+    "wait_for_background_saves",
+]
+
+# How much lower than training the writer and mirror threads run (Linux nice, per thread):
+# where training keeps every core busy (a CPU run), the file work then takes the cycles
+# training leaves, instead of slowing training down; beside a GPU the cores are idle anyway.
+BACKGROUND_NICE = 10
 
 # Every writer with a save in flight, so that wait_for_background_saves() finds them all.
 _WRITERS: weakref.WeakSet[BackgroundWriter] = weakref.WeakSet()
@@ -51,13 +64,18 @@ class BackgroundWriter:
         on_saved: called with the path (in the writer thread) after each successful save,
             e.g. ``Mirror.enqueue``; it must not block.
         pin_memory: passed to :class:`HostSnapshot` (default: pin when CUDA is available).
+        nice: how much to lower the writer thread's CPU priority (0: not at all).
     """
 
     def __init__(
-        self, on_saved: Callable[[Path], None] | None = None, pin_memory: bool | None = None
+        self,
+        on_saved: Callable[[Path], None] | None = None,
+        pin_memory: bool | None = None,
+        nice: int = BACKGROUND_NICE,
     ) -> None:
         self.snapshot = HostSnapshot(pin_memory)
         self.on_saved = on_saved
+        self.nice = nice
         self.last_wait_s = 0.0
         self.completed: list[Path] = []  # successful saves, in the order they finished
         self._future: Future | None = None
@@ -118,6 +136,7 @@ class BackgroundWriter:
         self.snapshot.release()
 
     def _run(self, future: Future, write: Callable[[Path, Any], Path], snapshot: Any) -> None:
+        lower_thread_priority(self.nice)
         try:
             path = write(future.path, snapshot)
         except BaseException as error:  # kept and reported, never lost in the thread
@@ -135,6 +154,17 @@ class BackgroundWriter:
                 with self._lock:
                     self._failures.append(SaveFailure(path, error))
         future.set_result(path)
+
+
+def lower_thread_priority(nice: int) -> None:
+    """Lower the calling thread's CPU priority by ``nice`` (Linux: per thread); best effort elsewhere."""
+    if nice <= 0 or not hasattr(os, "setpriority"):
+        return
+    try:
+        current = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), min(19, current + nice))
+    except OSError:  # not allowed or not supported: the thread runs at normal priority
+        pass
 
 
 def default_writer() -> BackgroundWriter:

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from .async_save import BACKGROUND_NICE, lower_thread_priority
 from .atomic import fsync_directory, remove_stale_temporary_files
 from .checkpoint import apply_retention
 from .naming import temporary_path_for
@@ -179,6 +180,7 @@ class Mirror:
         folder: the mirror folder (e.g. on Google Drive).
         retention: applied in the mirror folder after each successful copy (None keeps all).
         copy: the byte copier (default :func:`copy_with_crc`; tests and benchmarks inject others).
+        nice: how much to lower the copying thread's CPU priority (0: not at all).
     """
 
     def __init__(
@@ -187,8 +189,10 @@ class Mirror:
         retention: RetentionPolicy | None = RetentionPolicy(),  # noqa: B008 (frozen, immutable)
         *,
         copy: CopyFunction = copy_with_crc,
+        nice: int = BACKGROUND_NICE,
     ) -> None:
         self.folder = Path(folder).expanduser()
+        self.nice = nice
         self.retention = retention
         self._copy = copy
         self._queue: collections.deque[tuple[Path, float]] = collections.deque()
@@ -252,6 +256,7 @@ class Mirror:
     # ------------------------------------------------------------------ the copying thread
 
     def _drain(self) -> None:
+        lower_thread_priority(self.nice)
         buffer = bytearray(CHUNK_BYTES)
         while True:
             with self._lock:
