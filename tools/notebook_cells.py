@@ -54,8 +54,9 @@ on a CPU it is a tiny model that trains in a minute or two. Settings are in **Ce
 | 33–35 | **Recovery**: metrics from checkpoints, load the weights, session variables |
 | 36–40 | Use the model: generate text, evaluate, dashboard, export, summary |
 
-**After a disconnect:** run Cells 1–13, then 33–35: the trained model is back. To continue training,
-set `RESUME = "latest"` in Cell 3 and run everything.
+**After a disconnect:** run Cells 1–13, then 33–35: the trained model is back (with `USE_DRIVE`, Cell 4
+first copies the checkpoints back from Drive). To continue training, set `RESUME = "latest"` in Cell 3 and
+run everything.
 """
 
 CELLS: list[Cell] = [
@@ -485,7 +486,8 @@ print(f"📝 Run manifest: {manifest_path}")
     Cell(
         markdown="""
 ## Training
-Checkpoints go to `CHECKPOINT_DIR` at every epoch end and every `SAVE_EVERY_STEPS` steps, atomically.
+Checkpoints go to `CHECKPOINT_DIR` at every epoch end and every `SAVE_EVERY_STEPS` steps, atomically:
+written in the background with `ASYNC_SAVE`, and copied to the mirror (Drive) with `USE_DRIVE` / `MIRROR_DIR`.
 If the runtime dies, set `RESUME = "latest"` and run all cells again.
 """,
         code="""
