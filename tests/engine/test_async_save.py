@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import errno
+import os
 import threading
 import zipfile
 from concurrent.futures import Future
@@ -17,6 +18,7 @@ from utils.model import GPT, config_for_preset
 from utils.training.engine.async_save import (
     BackgroundWriter,
     default_writer,
+    lower_thread_priority,
     wait_for_background_saves,
 )
 from utils.training.engine.checkpoint import save_checkpoint
@@ -210,3 +212,34 @@ class TestWaitForBackgroundSaves:
         wait_for_background_saves()
         assert all(future.done() for future in futures)
         assert wait_for_background_saves(timeout=0) == []
+
+
+class TestLowerThreadPriority:
+    def test_lowers_only_the_calling_thread(self):
+        seen = {}
+
+        def worker():
+            lower_thread_priority(5)
+            seen["thread"] = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+        before = os.getpriority(os.PRIO_PROCESS, 0)
+        thread = threading.Thread(target=worker)
+        thread.start()
+        thread.join()
+        assert seen["thread"] == min(19, before + 5) and os.getpriority(os.PRIO_PROCESS, 0) == before
+
+    def test_zero_changes_nothing(self):
+        before = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+        lower_thread_priority(0)
+        assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == before
+
+    def test_the_writer_thread_runs_lowered(self, tmp_path):
+        seen = []
+
+        def write(path, snapshot):
+            seen.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+            return path
+
+        before = os.getpriority(os.PRIO_PROCESS, 0)
+        BackgroundWriter(nice=3).save(tmp_path / "a.pt", {"x": torch.ones(1)}, write).result(timeout=30)
+        assert seen == [min(19, before + 3)]
