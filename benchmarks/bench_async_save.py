@@ -24,6 +24,7 @@ that data loading and evaluation add nothing to either side. Files go to a tempo
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import shutil
 import statistics
@@ -38,6 +39,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
+import utils.training.engine.checkpoint as checkpoint_module  # noqa: E402
+import utils.training.engine.mirror as mirror_module  # noqa: E402
 from utils.model import GPT, config_for_preset  # noqa: E402
 from utils.training.engine.async_save import BACKGROUND_NICE, BackgroundWriter  # noqa: E402
 from utils.training.engine.checkpoint import save_checkpoint  # noqa: E402
@@ -56,6 +59,7 @@ class Timed:
     steps_per_s: float
     saves: int = 0
     blocked_s: list[float] | None = None  # per save: how long save_checkpoint held the loop
+    cpu_per_step: float = 0.0  # process CPU seconds per step, every thread
     waits: int = 0  # saves that found the previous one still being written
     waited_s: float = 0.0  # how long they waited for it
     mirror: str = ""
@@ -107,14 +111,39 @@ class Trainer:
 
 def train_stretch(trainer: Trainer, steps: int, every: int = 0, save=None) -> Timed:
     """Time ``steps`` steps, calling ``save()`` after every ``every``-th (0: never)."""
-    blocked, started = [], time.perf_counter()
+    blocked, started, cpu = [], time.perf_counter(), time.process_time()
     for index in range(1, steps + 1):
         trainer.step()
         if every and index % every == 0:
             begin = time.perf_counter()
             save()
             blocked.append(time.perf_counter() - begin)
-    return Timed(steps / (time.perf_counter() - started), len(blocked), blocked)
+    timed = Timed(steps / (time.perf_counter() - started), len(blocked), blocked)
+    timed.cpu_per_step = (time.process_time() - cpu) / steps
+    return timed
+
+
+class ThreadCpu:
+    """CPU seconds (user + system) the background threads spend per file: the engine's writer and copier
+    are wrapped for the benchmark, and each call's ``time.thread_time()`` is recorded."""
+
+    def __init__(self) -> None:
+        self.write: list[float] = []
+        self.copy: list[float] = []
+        for module, name, log in ((checkpoint_module, "write_checkpoint_file", self.write),
+                                  (mirror_module, "mirror_copy", self.copy)):  # fmt: skip
+            setattr(module, name, self._timed(getattr(module, name), log))
+
+    @staticmethod
+    def _timed(function, log: list[float]):
+        def timed(*args, **kwargs):
+            started = time.thread_time()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                log.append(time.thread_time() - started)
+
+        return timed
 
 
 def measure_blocking(trainer: Trainer, folder: Path, repeats: int) -> tuple[float, float, float]:
@@ -156,7 +185,7 @@ def async_stretch(
     return timed
 
 
-def measure_every(args: argparse.Namespace, trainer: Trainer, workdir: Path) -> int | None:
+def measure_every(args: argparse.Namespace, trainer: Trainer, workdir: Path, cpu: ThreadCpu) -> int | None:
     """(b): for each N, no saves and a background save every N steps, back to back; returns the first N that keeps up."""
     keeps_up, within = None, None
     for every in args.every:
@@ -173,6 +202,10 @@ def measure_every(args: argparse.Namespace, trainer: Trainer, workdir: Path) -> 
             keeps_up = (every, ratio)
         if kept and ratio >= 0.95 and within is None:
             within = every
+    write_cpu, step_cpu = statistics.median(cpu.write), base.cpu_per_step
+    print(f"    CPU: a training step {step_cpu:.2f} s (all threads), a background write {write_cpu:.2f} s (its thread): "
+          f"where training keeps every core busy, a save every N steps costs about {write_cpu / step_cpu:.2f}/N of "
+          f"the throughput, so N >= {math.ceil(write_cpu / step_cpu / 0.05)} for 5%")  # fmt: skip
     if keeps_up is None:
         print("(b) the background writer never kept up at the N tried")
         return None
@@ -181,7 +214,14 @@ def measure_every(args: argparse.Namespace, trainer: Trainer, workdir: Path) -> 
     return keeps_up[0]
 
 
-def measure_mirror(args: argparse.Namespace, trainer: Trainer, workdir: Path, every: int) -> None:
+def measure_mirror(
+    args: argparse.Namespace,
+    trainer: Trainer,
+    workdir: Path,
+    every: int,
+    cpu: ThreadCpu,
+    checkpoint_bytes: int,
+) -> None:
     """(c): the same background saves with and without a throttled mirror, alternating."""
     steps, plain, mirrored, mirror = max(args.steps, args.saves * every), [], [], None
     for _ in range(args.pairs):
@@ -198,6 +238,12 @@ def measure_mirror(args: argparse.Namespace, trainer: Trainer, workdir: Path, ev
     print(
         f"(c) throughput with the mirror / without = {ratio:.3f}x (target >= 0.95; mean of {args.pairs} pairs)"
     )
+    if cpu.copy:
+        copy_cpu, copy_s = statistics.median(cpu.copy), checkpoint_bytes / MIRROR_RATE
+        training_cpu = statistics.mean(p.cpu_per_step * p.steps_per_s for p in plain)  # CPU-s per second
+        print(f"    CPU: one mirror copy {copy_cpu:.2f} s (its thread: copy, CRC-32, read-back) over the ~{copy_s:.0f} s "
+              f"it takes at {MIRROR_RATE / 1e6:.0f} MB/s, against {training_cpu:.2f} CPU-s/s of training: about "
+              f"{copy_cpu / copy_s / training_cpu:.3f} of the throughput where training keeps every core busy")  # fmt: skip
 
 
 def run(args: argparse.Namespace, workdir: Path) -> None:
@@ -218,9 +264,10 @@ def run(args: argparse.Namespace, workdir: Path) -> None:
         f"(a) blocked by a background save / synchronous save = {blocked / synchronous:.3f}x (target <= 0.1)"
     )
     shutil.rmtree(workdir / "blocking")
-    every = measure_every(args, trainer, workdir)
+    cpu = ThreadCpu()
+    every = measure_every(args, trainer, workdir, cpu)
     if every is not None:
-        measure_mirror(args, trainer, workdir, every)
+        measure_mirror(args, trainer, workdir, every, cpu, size)
     print(f"load average at the end: {os.getloadavg()[0]:.1f}")
 
 
