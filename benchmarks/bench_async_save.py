@@ -240,10 +240,9 @@ def measure_mirror(
     )
     if cpu.copy:
         copy_cpu, copy_s = statistics.median(cpu.copy), checkpoint_bytes / MIRROR_RATE
-        training_cpu = statistics.mean(p.cpu_per_step * p.steps_per_s for p in plain)  # CPU-s per second
-        print(f"    CPU: one mirror copy {copy_cpu:.2f} s (its thread: copy, CRC-32, read-back) over the ~{copy_s:.0f} s "
-              f"it takes at {MIRROR_RATE / 1e6:.0f} MB/s, against {training_cpu:.2f} CPU-s/s of training: about "
-              f"{copy_cpu / copy_s / training_cpu:.3f} of the throughput where training keeps every core busy")  # fmt: skip
+        print(f"    CPU: one mirror copy {copy_cpu:.2f} s (its thread: copy, CRC-32, read-back) spread over the "
+              f"~{copy_s:.0f} s it takes at {MIRROR_RATE / 1e6:.0f} MB/s: where training keeps all {args.threads} "
+              f"cores busy, about {copy_cpu / copy_s / args.threads:.3f} of the throughput")  # fmt: skip
 
 
 def run(args: argparse.Namespace, workdir: Path) -> None:
