@@ -185,8 +185,12 @@ def async_stretch(
     return timed
 
 
-def measure_every(args: argparse.Namespace, trainer: Trainer, workdir: Path, cpu: ThreadCpu) -> int | None:
-    """(b): for each N, no saves and a background save every N steps, back to back; returns the first N that keeps up."""
+def measure_every(args: argparse.Namespace, trainer: Trainer, workdir: Path, cpu: ThreadCpu) -> int:
+    """(b): for each N, no saves and a background save every N steps, back to back.
+
+    Returns:
+        The first N at which the writer keeps up (else the last N tried), for (c).
+    """
     keeps_up, within = None, None
     for every in args.every:
         steps = max(args.steps, args.saves * every)
@@ -207,8 +211,8 @@ def measure_every(args: argparse.Namespace, trainer: Trainer, workdir: Path, cpu
           f"where training keeps every core busy, a save every N steps costs about {write_cpu / step_cpu:.2f}/N of "
           f"the throughput, so N >= {math.ceil(write_cpu / step_cpu / 0.05)} for 5%")  # fmt: skip
     if keeps_up is None:
-        print("(b) the background writer never kept up at the N tried")
-        return None
+        print(f"(b) the background writer never kept up at the N tried; (c) uses N = {args.every[-1]}")
+        return args.every[-1]
     print(f"(b) smallest N at which the writer keeps up: {keeps_up[0]}; throughput = {keeps_up[1]:.3f}x of no saves "
           f"(target >= 0.95); smallest N within 5%: {within if within else 'none of ' + str(args.every)}")  # fmt: skip
     return keeps_up[0]
@@ -264,9 +268,7 @@ def run(args: argparse.Namespace, workdir: Path) -> None:
     )
     shutil.rmtree(workdir / "blocking")
     cpu = ThreadCpu()
-    every = measure_every(args, trainer, workdir, cpu)
-    if every is not None:
-        measure_mirror(args, trainer, workdir, every, cpu, size)
+    measure_mirror(args, trainer, workdir, measure_every(args, trainer, workdir, cpu), cpu, size)
     print(f"load average at the end: {os.getloadavg()[0]:.1f}")
 
 
