@@ -5,7 +5,8 @@ mirror folder in its own thread, so a slow or failing mirror never makes trainin
 
 1. copy to a temporary name in the mirror folder (hidden, ignored by the listing), computing
    the CRC-32 of the bytes read from the local file;
-2. fsync, then read the copy back and compare its size and CRC-32 with the local file's;
+2. fsync, drop the copy's cached pages, then read it back and compare its size and CRC-32
+   with the local file's (so the comparison reads the disk, where the mount lets it);
 3. rename it to the checkpoint's name (and fsync the folder, where the mount allows);
 4. apply retention in the mirror folder.
 
@@ -64,7 +65,19 @@ def _crc_of(path: Path, buffer: bytearray) -> tuple[int, int]:
         while count := file.readinto(view):
             crc = zlib.crc32(view[:count], crc)
             size += count
+        _drop_cached_pages(file.fileno())
     return size, crc
+
+
+def _drop_cached_pages(fd: int) -> None:
+    """Tell the kernel it may drop the file's cached pages (best effort; written pages are fsynced first).
+
+    A copy would otherwise leave gigabytes of page cache that training's memory then has to
+    reclaim, and the read-back after fsync would read the cache, not the disk.
+    """
+    if hasattr(os, "posix_fadvise"):
+        with contextlib.suppress(OSError):
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
 
 
 class MirrorCopyError(OSError):
@@ -99,6 +112,8 @@ def mirror_copy(
             with open(temporary, "xb", buffering=0) as writer:
                 crc = copy(reader, writer, buffer)
                 os.fsync(writer.fileno())
+                _drop_cached_pages(writer.fileno())  # the read-back below reads the disk
+            _drop_cached_pages(reader.fileno())
         copied_size, copied_crc = _crc_of(temporary, buffer)
         if (copied_size, copied_crc) != (size, crc):
             raise MirrorCopyError(
