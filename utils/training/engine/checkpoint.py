@@ -15,6 +15,7 @@ import os
 import warnings
 import zipfile
 from collections.abc import Iterable, Mapping
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -22,6 +23,7 @@ import torch
 
 from . import format as fmt
 from .archive import append_member
+from .async_save import BackgroundWriter, default_writer
 from .atomic import atomic_write, free_space_text, remove_stale_temporary_files
 from .errors import CheckpointSaveError
 from .naming import CHECKPOINT_SUFFIX, checkpoint_filename, is_temporary_file, parse_checkpoint_filename
@@ -63,7 +65,9 @@ def save_checkpoint(
     retention: RetentionPolicy | None = RetentionPolicy(),  # noqa: B008 (frozen, immutable)
     when: _dt.datetime | None = None,
     run_id: str | None = None,
-) -> Path:
+    blocking: bool = True,
+    writer: BackgroundWriter | None = None,
+) -> Path | Future:
     """Save a checkpoint atomically into ``checkpoint_dir`` and apply retention.
 
     Args:
@@ -81,13 +85,21 @@ def save_checkpoint(
         when: the time stamp for the name and the ``timestamp`` key (default: now).
         run_id: the training run this save belongs to (``train`` passes one; a resume keeps it).
             Retention deletes only checkpoints of the same run (None: those saved without one).
+        blocking: False copies the state to host memory (waiting first for the previous
+            background save of ``writer``) and writes the file and applies retention in a
+            background thread (:mod:`async_save`), with the same guarantees.
+        writer: the background writer for ``blocking=False`` (default: the process-wide one).
 
     Returns:
-        The path of the new checkpoint.
+        The path of the new checkpoint; with ``blocking=False`` a ``concurrent.futures.Future``
+        whose result is that path (also ``future.path``) or whose exception is the
+        ``CheckpointSaveError`` below.
 
     Raises:
         CheckpointSaveError: the file could not be written (disk full, read-only
             folder, ...); earlier checkpoints are intact and no temporary file remains.
+            With ``blocking=False``: raised here only when the state cannot be copied to
+            host memory; a failed write is the Future's exception.
         TypeError: a part holds a value that ``torch.load(weights_only=True)`` would refuse.
     """
     folder = Path(checkpoint_dir)
@@ -109,12 +121,46 @@ def save_checkpoint(
         run_id=run_id,
     )
     tensors = check_weights_only_safe(checkpoint)
+    if not blocking:
+        return _save_in_background(
+            writer or default_writer(), folder / checkpoint_filename(epoch, global_step, when), checkpoint,
+            tensors, retention, run_id,
+        )  # fmt: skip
     path = write_checkpoint_file(
         folder / checkpoint_filename(epoch, global_step, when), checkpoint, tensor_count=tensors
     )
     if retention is not None:
         apply_retention(folder, retention, protect=[path], run_id=run_id)
     return path
+
+
+def _save_in_background(
+    writer: BackgroundWriter,
+    path: Path,
+    checkpoint: dict,
+    tensors: int,
+    retention: RetentionPolicy | None,
+    run_id: str | None,
+) -> Future:
+    """Hand a built checkpoint to ``writer``: snapshot now, write and apply retention in its thread."""
+
+    def write(final: Path, snapshot: Mapping[str, Any]) -> Path:
+        written = write_checkpoint_file(final, snapshot, tensor_count=tensors)
+        if retention is not None:
+            apply_retention(final.parent, retention, protect=[written], run_id=run_id)
+        return written
+
+    try:
+        return writer.save(path, checkpoint, write)
+    except (RuntimeError, MemoryError) as error:  # host memory for the snapshot (pinned or not) ran out
+        raise CheckpointSaveError(
+            path.parent,
+            f"could not copy the state of {path.name} to host memory for a background save "
+            f"({type(error).__name__}: {error})",
+            expected="free host memory about the size of one checkpoint",
+            fix="Set ASYNC_SAVE = False (TrainConfig.async_save=False) to save without the copy, or free "
+            "memory. Earlier checkpoints are intact.",
+        ) from error
 
 
 def write_checkpoint_file(
