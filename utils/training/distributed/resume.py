@@ -25,6 +25,7 @@ from utils.training.engine.dcp_index import read_dcp_metadata, tensor_entries
 from utils.training.engine.dcp_reading import load_dcp
 from utils.training.engine.errors import NotACheckpointError, ResumeError
 from utils.training.engine.prefixes import strip_wrapper_prefixes, unwrap_model
+from utils.training.engine.record import clean_run_id
 from utils.training.engine.sharded_folder import (
     TRAIN_STATE_NAME,
     rank_file_name,
@@ -89,7 +90,8 @@ def _folder_into_shards(context, folder: Path, model, optimizer, scheduler, scal
     shared = read_part(folder, TRAIN_STATE_NAME)
     own = read_part(folder, rank_file_name(0))
     obj = {**shared, fmt.RNG_STATE_KEY: own.get("rng_state")}
-    state = ResumeState(checkpoint_path=folder, kind="sharded")
+    run_id = clean_run_id(read_folder_record(folder).get(fmt.RUN_ID_KEY))
+    state = ResumeState(checkpoint_path=folder, kind="sharded", run_id=run_id)
     restore_run_parts(folder, obj, state, optimizer, scheduler, scaler)
     set_state_dict(model, optimizer, model_state_dict=wanted["model"], optim_state_dict=wanted["optimizer"])
     written = world_size_of(read_folder_record(folder)) or 1
@@ -116,7 +118,7 @@ def _file_into_shards(path: Path, model, optimizer, scheduler, scaler):
     model_state, _ = get_state_dict(model, optimizer)
     weights, _ = strip_wrapper_prefixes(weights, model_keys=model_state)
     _check_names(path, model_state, weights)  # before anything changes
-    state = ResumeState(checkpoint_path=path, kind=kind)
+    state = ResumeState(checkpoint_path=path, kind=kind, run_id=clean_run_id(obj.get(fmt.RUN_ID_KEY)))
     restore_run_parts(path, obj, state, optimizer, scheduler, scaler)
     saved = obj.get(fmt.OPTIMIZER_STATE_KEY)
     named = named_optimizer_state(saved, optimizer, model) if saved else {}

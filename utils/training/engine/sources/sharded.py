@@ -35,7 +35,7 @@ from ..sharded_folder import (
 from ..untrusted import folder_entries, open_error
 from .base import Probe
 from .dcp import DcpSource
-from .native import record_from_fields
+from .records import record_from_fields
 
 __all__ = [
     "ShardedSource",
