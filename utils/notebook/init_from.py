@@ -182,6 +182,8 @@ def build_initial_model(choice: InitChoice, device: torch.device | str) -> tuple
 
 
 def _escaped(error: BaseException) -> str:
-    """The error's lines, each with any control character a file put into it escaped (a file name
-    holding ``\\x1b[2J`` would clear the cell's output), and bounded."""
+    """The error's lines, bounded (60 of 2,000 characters), each with any control character escaped.
+
+    CheckpointError escapes what a file put into its message (a file name holding ``\\x1b[2J``
+    would clear the cell's output); this keeps Cell 13's output safe and short whatever it quotes."""
     return "\n".join(safe_text(line, 2000) for line in str(error).split("\n")[:60])

@@ -6,7 +6,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from utils.training.engine import bounded_json, safetensors_file
+from utils.training.engine import safetensors_file, untrusted
 from utils.training.engine.errors import CorruptCheckpointError
 from utils.training.engine.safetensors_file import SafetensorsFile, looks_like_safetensors
 from utils.training.engine.untrusted import Limits, open_untrusted
@@ -86,10 +86,10 @@ class TestSafetensorsFile:
         path = tmp_path / "x.safetensors"
         path.write_bytes(len(body).to_bytes(8, "little") + body)
         parsed = []
-        monkeypatch.setattr(bounded_json.json, "loads", lambda *a, **k: parsed.append(1))
+        monkeypatch.setattr(untrusted.json, "loads", lambda *a, **k: parsed.append(1))
         with pytest.raises(
             CorruptCheckpointError,
-            match=r"refused: its safetensors header holds about 400,003 JSON objects and lists",
+            match=r"refused: its safetensors header is not parsed: it holds 400,003 objects and arrays \(at most 300,008\)",
         ):
             _open(path)
         assert parsed == []
@@ -116,7 +116,7 @@ class TestSafetensorsFile:
         deep = tmp_path / "deep.safetensors"
         body = b"[" * 100_000 + b"]" * 100_000  # within the object budget, deeper than the parser recurses
         deep.write_bytes(len(body).to_bytes(8, "little") + body)
-        with pytest.raises(CorruptCheckpointError, match="not valid JSON"):
+        with pytest.raises(CorruptCheckpointError, match="header is not parsed: it is nested too deeply"):
             _open(deep)
 
 

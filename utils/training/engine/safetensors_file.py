@@ -7,8 +7,8 @@ raw bytes. The header is a file's claim, not a fact, so before any tensor is mad
 * the header length is capped (:data:`HEADER_BYTES`, within :data:`LIMITS.header_bytes
   <untrusted.Limits>`) and must fit in the file; the length field itself is never shown (a
   file that is not safetensors, e.g. a symlinked text file, would print its first 8 bytes);
-* the JSON is parsed only when its count of objects and values fits :data:`MAX_TENSORS`
-  tensors (``bounded_json``), with its failures (bad UTF-8, deep nesting) caught;
+* the JSON is parsed only when its count of objects and arrays fits :data:`MAX_TENSORS`
+  tensors (``untrusted.load_json``), with its failures (bad UTF-8, deep nesting) caught;
 * every dtype must be one this reader knows, every shape a short list of small
   non-negative ints, and every byte range must lie inside the data section, hold
   exactly ``numel * itemsize`` bytes and share no byte with another tensor's.
@@ -32,11 +32,10 @@ from typing import Any
 
 import torch
 
-from .bounded_json import JsonBudget, JsonRefused, parse_bounded_json
 from .errors import CorruptCheckpointError
-from .text import safe_text
+from .text import json_type, safe_text
 from .torchfile import DAMAGED_FIX
-from .untrusted import LIMITS, UntrustedFile
+from .untrusted import LIMITS, UntrustedFile, load_json
 
 __all__ = [
     "DTYPES",
@@ -72,10 +71,12 @@ DTYPES: dict[str, torch.dtype] = {
 _MAX_DIMS = 16  # a weight has 1-4; a header with more is not describing real tensors
 _MAX_DIM_SIZE = 2**48
 # GPT-2 xl has 580 tensors (a 60 KB header); the largest hub shards hold a few thousand. An entry is
-# about 100 bytes and 3 containers (its object, shape and offsets) with up to ~20 values.
+# about 100 bytes and 3 containers (its object, shape and offsets).
 MAX_TENSORS = 100_000
-HEADER_BYTES = 16 << 20  # MAX_TENSORS entries of ~120 bytes, with room for __metadata__
-_BUDGET = JsonBudget(containers=3 * MAX_TENSORS + 8, items=24 * MAX_TENSORS)
+# MAX_TENSORS entries of ~120 bytes, with room for __metadata__; below LIMITS.header_bytes, so the
+# values a header may hold (a float or short string costs ~10x its bytes once parsed) stay ~150 MB
+HEADER_BYTES = 16 << 20
+_CONTAINERS = 3 * MAX_TENSORS + 8
 _REFUSED_FIX = (
     "do not use this file: no safetensors writer makes one like it (a crafted file, or not a safetensors "
     "file at all); export or download the model again from a source you trust"
@@ -145,7 +146,8 @@ def _damaged(path: Path, problem: str) -> CorruptCheckpointError:
 
 def _refused(path: Path, problem: str) -> CorruptCheckpointError:
     """A header no safetensors writer makes (far over what a model needs): not damage to re-download."""
-    return CorruptCheckpointError(path, problem, expected=_EXPECTED, fix=_REFUSED_FIX)
+    expected = f"{_EXPECTED}, of at most {MAX_TENSORS:,} tensors"
+    return CorruptCheckpointError(path, problem, expected=expected, fix=_REFUSED_FIX)
 
 
 def _read_header(handle: UntrustedFile) -> tuple[dict[str, Any], int]:
@@ -167,15 +169,17 @@ def _read_header(handle: UntrustedFile) -> tuple[dict[str, Any], int]:
             "(the download or copy was cut short?)",
         )
     try:
-        header = parse_bounded_json(handle.read_at(8, length), _BUDGET, "its safetensors header")
-    except JsonRefused as error:
-        raise _refused(path, f"{error} (at most {MAX_TENSORS:,} tensors)") from None
-    except ValueError:  # UnicodeDecodeError and json's errors included
+        header = load_json(handle.read_at(8, length), _CONTAINERS)
+    except ValueError as error:  # UnicodeDecodeError and json's errors included
+        if str(error).startswith("refused:"):  # over the budget or too deep: never parsed
+            reason = str(error).removeprefix("refused: ")
+            raise _refused(
+                path,
+                f"refused: its safetensors header is not parsed: {reason}",
+            ) from None
         raise _damaged(path, "has a safetensors header that is not valid JSON") from None
     if not isinstance(header, dict):
-        raise _damaged(
-            path, f"has a safetensors header that is a JSON {type(header).__name__}, not an object"
-        )
+        raise _damaged(path, f"has a safetensors header that is a JSON {json_type(header)}, not an object")
     return header, 8 + length
 
 

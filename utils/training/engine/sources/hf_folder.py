@@ -5,7 +5,7 @@
 ``pytorch_model.bin.index.json`` + shards; ``transformers.Trainer`` adds
 ``trainer_state.json`` (the step, the epoch, the evaluation losses) to its
 ``checkpoint-N`` folders. Every file is read through the boundary with a cap, parsed only
-when its count of JSON objects and values fits what such a file holds (``bounded_json``),
+when its count of JSON objects and arrays fits what such a file holds (``untrusted.load_json``),
 and every value is type-checked before use; an index may only name files of its own folder,
 at most :data:`MAX_SHARDS` of them.
 """
@@ -18,16 +18,15 @@ from collections.abc import Callable, Hashable
 from pathlib import Path
 from typing import Any
 
-from ..bounded_json import JsonBudget, JsonRefused, json_type, parse_bounded_json
 from ..errors import CheckpointError, CorruptCheckpointError, NotACheckpointError
 from ..record import clean_float, clean_int
-from ..text import safe_text, short_repr
-from ..untrusted import LIMITS, read_small_file
+from ..text import json_type, safe_text, short_repr
+from ..untrusted import LIMITS, load_json, read_small_file
 from .base import WeightSet
 
 __all__ = [
     "CONFIG",
-    "CONFIG_BUDGET",
+    "CONFIG_CONTAINERS",
     "MAX_SHARDS",
     "WEIGHT_FILES",
     "read_json",
@@ -45,32 +44,36 @@ WEIGHT_FILES = (
     "pytorch_model.bin.index.json",
 )
 _TRAINER_STATE = "trainer_state.json"
-# What each JSON file of a folder holds, with a wide margin (bounded_json counts before parsing):
-# GPT-2's config.json has 4 containers and ~40 values; an index one weight_map of one value per
-# tensor (GPT-2 xl: 580); trainer_state.json one log_history row per logging step.
-CONFIG_BUDGET = JsonBudget(containers=1_000, items=100_000)
-_INDEX_BUDGET = JsonBudget(containers=64, items=1_000_000)
-_TRAINER_BUDGET = JsonBudget(containers=200_000, items=2_000_000)
+# The JSON objects and arrays each file of a folder holds, with a wide margin (load_json counts
+# them before parsing): GPT-2's config.json has 4; an index 2 (its metadata and a flat weight_map);
+# trainer_state.json one log_history row per logging step.
+CONFIG_CONTAINERS = 1_000
+_INDEX_CONTAINERS = 64
+_TRAINER_CONTAINERS = 200_000
 MAX_SHARDS = 10_000  # distinct files an index may name (GPT-2 xl: 1; the largest hub models: a few hundred)
 _DO_NOT_USE = "do not use this file: transformers never writes one like it (a crafted or damaged file)"
 _REDOWNLOAD = "download or copy the folder again (every file that model.safetensors.index.json lists)"
 
 
-def read_json(path: Path, what: str, budget: JsonBudget = CONFIG_BUDGET) -> Any:
-    """A small JSON file of the folder, parsed (capped at ``LIMITS.text_file_bytes`` and ``budget``).
+def read_json(path: Path, what: str, max_containers: int = CONFIG_CONTAINERS) -> Any:
+    """A small JSON file of the folder, parsed (capped at ``LIMITS.text_file_bytes`` bytes and
+    ``max_containers`` JSON objects and arrays).
 
     Raises:
         CheckpointError: missing, unreadable or over the cap; CorruptCheckpointError: not JSON, or
-            more JSON objects or values than ``budget`` allows (refused before parsing).
+            more JSON objects and arrays than ``max_containers`` (refused before parsing).
     """
     data = read_small_file(path, LIMITS.text_file_bytes)
     try:
-        return parse_bounded_json(data, budget, f"the folder's {what}")
-    except JsonRefused as error:
-        raise CorruptCheckpointError(
-            path, str(error), expected=f"a {what} as transformers writes it", fix=_DO_NOT_USE
-        ) from None
-    except ValueError:  # UnicodeDecodeError and json's errors included
+        return load_json(data, max_containers)
+    except ValueError as error:  # UnicodeDecodeError and json's errors included
+        if str(error).startswith("refused:"):  # over the budget or too deep: never parsed
+            raise CorruptCheckpointError(
+                path,
+                f"refused: the folder's {what} is not parsed: {str(error).removeprefix('refused: ')}",
+                expected=f"a {what} as transformers writes it",
+                fix=_DO_NOT_USE,
+            ) from None
         raise CorruptCheckpointError(
             path, f"is not valid JSON (the folder's {what})", fix="download or copy the folder again"
         ) from None
@@ -129,7 +132,7 @@ def _shards(index: Path, entries: tuple[str, ...]) -> list[Path]:
 
 def _weight_map(index: Path) -> dict[str, str]:
     """The index's ``weight_map`` (tensor name -> shard file), every value checked to be a string."""
-    data = read_json(index, "shard index", _INDEX_BUDGET)
+    data = read_json(index, "shard index", _INDEX_CONTAINERS)
     weight_map = data.get("weight_map") if isinstance(data, dict) else None
     if not isinstance(weight_map, dict) or not weight_map:
         raise CorruptCheckpointError(
@@ -196,7 +199,7 @@ def trainer_facts(folder: Path, entries: tuple[str, ...]) -> dict[str, Any]:
     if _TRAINER_STATE not in entries:
         return {}
     with contextlib.suppress(CheckpointError):
-        state = read_json(folder / _TRAINER_STATE, "trainer state", _TRAINER_BUDGET)
+        state = read_json(folder / _TRAINER_STATE, "trainer state", _TRAINER_CONTAINERS)
         if isinstance(state, dict):
             return _facts(state)
     return {}

@@ -30,10 +30,9 @@ from typing import Any
 
 import torch
 
-from ..bounded_json import json_type
 from ..errors import ArchitectureMismatchError
 from ..record import clean_float, clean_int
-from ..text import safe_text, short_repr
+from ..text import json_type, safe_text, short_repr
 from .base import TensorSpec, WeightSet
 
 __all__ = [
