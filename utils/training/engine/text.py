@@ -12,7 +12,7 @@ import reprlib
 import unicodedata
 from typing import Any
 
-__all__ = ["safe_text", "short_repr"]
+__all__ = ["json_type", "safe_text", "short_repr"]
 
 # Control (Cc), format (Cf: bidi overrides, zero-width), surrogate (Cs: undecodable bytes in a
 # file name) and line/paragraph separators (Zl, Zp) never reach the terminal as they are.
@@ -60,3 +60,9 @@ def short_repr(value: Any) -> str:
     structure prints in microseconds; the result holds no raw control characters.
     """
     return safe_text(_REPR.repr(value), limit=None)
+
+
+def json_type(value: Any) -> str:
+    """The JSON name of a parsed value's type ("object", "array", "string", ...), for messages."""
+    names = {dict: "object", list: "array", str: "string", bool: "boolean", type(None): "null"}
+    return names.get(type(value), "number")

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import format as fmt
-from ..errors import CheckpointError, NotACheckpointError
+from ..errors import CheckpointError, CorruptCheckpointError, NotACheckpointError
 from ..record import CheckpointRecord
 from ..safe_unpickle import TensorStub
 from .base import Probe, Source, WeightSet
@@ -119,10 +119,18 @@ def _folder_record(probe: Probe) -> CheckpointRecord:
     settings, about, notes = _folder_config(probe)
     files = weight_files(probe.path, probe.entries)
     count = size = 0
-    with contextlib.ExitStack() as stack:
-        for part in _open_parts(files, stack):
+    for path in files:  # one shard open at a time: a listing never holds hundreds of files open
+        with contextlib.ExitStack() as stack:
+            (part,) = _open_parts([path], stack)
             count += len(part.weights)
             size += part.size
+    if not count:
+        raise CorruptCheckpointError(
+            probe.path,
+            f"holds a config.json, but its {len(files):,} weight file(s) hold no tensor",
+            expected="a save_pretrained folder whose weight files hold the model's tensors",
+            fix="download or copy the folder again (every file that model.safetensors.index.json lists)",
+        )
     about["weights"] = ", ".join(path.name for path in files[:3]) + (", ..." if len(files) > 3 else "")
     facts = {"tensor_count": count, "has_optimizer": False, "has_rng_state": False}
     record = _record(probe, {"model": settings, "huggingface": about}, facts, size, notes, source="config")

@@ -80,7 +80,11 @@ class LightningSource(Source):
         state = structure_of(probe)["state_dict"]
         prefix, names = _gpt_names([name for name in state if isinstance(name, str)])
         chosen = {name[len(prefix) :]: name for name in names}
-        notes = [f"removed the LightningModule's prefix {prefix!r} from the weight names"] if prefix else []
+        notes = (
+            [f"removed the LightningModule's prefix {safe_text(prefix, 80)!r} from the weight names"]
+            if prefix
+            else []
+        )
         if len(names) < len(state):
             notes.append(f"left out {len(state) - len(names)} entries of the module that are not the GPT's")
         raw = stub_weights(probe, {name: state[name] for name in names}).renamed(chosen, tuple(notes))
