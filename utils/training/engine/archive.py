@@ -32,7 +32,6 @@ __all__ = [
     "archive_root",
     "end_record",
     "first_entry",
-    "has_end_record",
     "last_entry",
     "member_data_offset",
     "read_entries",
@@ -100,15 +99,6 @@ def append_member(file: BinaryIO, name: str, data: bytes) -> str:
         member = f"{archive_root(archive.namelist())}/{name}"
         archive.writestr(member, data)
     return member
-
-
-def has_end_record(file: BinaryIO) -> bool:
-    """True when the file ends with a complete zip end-of-central-directory record."""
-    try:
-        end_record(file)
-    except ArchiveError:
-        return False
-    return True
 
 
 def end_record(file: BinaryIO) -> EndRecord:

@@ -6,7 +6,10 @@ import torch
 
 __all__ = ["resolve_device"]
 
-_FIX = "Fix: use 'auto' (a GPU when there is one, else the CPU), 'cpu', or 'cuda:N' for one of this machine's GPUs."
+_FIX = (
+    "Fix: use 'auto' (a GPU when there is one, else the CPU), 'cpu', or 'cuda:N' for one of this "
+    "machine's GPUs."
+)
 
 
 def resolve_device(name: str | torch.device | None = "auto") -> torch.device:

@@ -39,7 +39,7 @@ from .prefixes import unwrap_model
 from .record import CheckpointRecord
 from .sources import WeightSet, open_checkpoint, probe_path
 from .sources.trusted import trusted_checkpoint
-from .text import safe_text, short_repr
+from .text import first_line, safe_text, short_repr
 
 __all__ = ["LoadReport", "ModelMoveError", "load_model_weights", "PREVIEW_LENGTH"]
 
@@ -219,7 +219,7 @@ def _file_errors(path: Path) -> Iterator[None]:
     except Exception as error:  # noqa: BLE001 -- re-raised as ours, chained
         raise CorruptCheckpointError(
             path,
-            f"cannot be read ({type(error).__name__}: {safe_text(_first_line(error), 200)})",
+            f"cannot be read ({type(error).__name__}: {safe_text(first_line(error), 200)})",
             expected="a checkpoint of a kind list_checkpoints reads",
             fix="pick another checkpoint; this file is damaged or of a layout this reader does not know",
         ) from error
@@ -311,17 +311,12 @@ def _move(model: torch.nn.Module, target: torch.device, report: LoadReport) -> N
             model.to(origin)
         raise ModelMoveError(
             f"the weights were loaded, but moving the model to {target} failed "
-            f"({type(error).__name__}: {_first_line(error)}); the model stays on {origin}"
+            f"({type(error).__name__}: {first_line(error)}); the model stays on {origin}"
         ) from error
     model.eval()
     report.mode = "eval"
     report.device = str(next(iter(base.parameters()), torch.empty(0)).device)
     report.architecture_preview = [(n, shape, report.device) for n, shape, _ in report.architecture_preview]
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0][:200] if text else ""
 
 
 def _tensors(count: int) -> str:

@@ -19,13 +19,12 @@ same virtual machine and then read by ``torch.load(weights_only=True)``.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import pickle
 import warnings
 import zipfile
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -42,13 +41,13 @@ from .safe_unpickle import (
     load_structure,
     load_structure_at,
 )
-from .untrusted import LIMITS, UntrustedFile, open_untrusted
+from .text import first_line
+from .untrusted import LIMITS, UntrustedFile
 
 __all__ = [
     "INTERRUPTED_FIX",
     "DAMAGED_FIX",
     "TorchFile",
-    "open_torch_file",
     "unsafe_error",
 ]
 
@@ -67,7 +66,7 @@ _TRUST_FIX = (
 
 
 class TorchFile:
-    """One torch file, open for bounded reading. Use :func:`open_torch_file`."""
+    """One torch file, open for bounded reading, on a handle from ``untrusted.open_untrusted``."""
 
     def __init__(self, handle: UntrustedFile) -> None:
         self.handle = handle
@@ -209,7 +208,7 @@ class TorchFile:
             return torch.frombuffer(self.handle.memory_map(), dtype=dtype, count=count, offset=offset)
         except (ValueError, RuntimeError, TypeError) as error:  # a dtype torch cannot view from bytes
             raise CorruptCheckpointError(
-                self.path, f"tensor data {name!r} of dtype {dtype} cannot be read: {_first_line(error)}"
+                self.path, f"tensor data {name!r} of dtype {dtype} cannot be read: {first_line(error)}"
             ) from error
 
     def damaged_storages(self, stubs: list[Any]) -> set[str]:
@@ -255,7 +254,7 @@ class TorchFile:
                 return sparse.to_dense() if dense else sparse
         except (RuntimeError, ValueError, TypeError) as error:
             raise CorruptCheckpointError(
-                self.path, f"holds a sparse tensor that is not valid: {_first_line(error)}"
+                self.path, f"holds a sparse tensor that is not valid: {first_line(error)}"
             ) from error
         raise CorruptCheckpointError(
             self.path, f"holds a sparse tensor of layout {stub.layout} this reader cannot rebuild"
@@ -313,22 +312,6 @@ class TorchFile:
 
 
 _UNREAD = object()
-
-
-@contextlib.contextmanager
-def open_torch_file(path: str | os.PathLike) -> Iterator[TorchFile]:
-    """Open a torch file through the boundary.
-
-    Raises:
-        CheckpointNotFoundError, CheckpointError: see ``untrusted.open_untrusted``.
-        CorruptCheckpointError: empty, truncated, or not a torch file.
-    """
-    with open_untrusted(path) as handle:
-        if handle.size == 0:
-            raise CorruptCheckpointError(
-                path, "is empty (0 bytes)", expected="a PyTorch checkpoint", fix=INTERRUPTED_FIX
-            )
-        yield TorchFile(handle)
 
 
 def _zip_call(path: Path, read: Callable[[], Any], *, truncated: bool = False) -> Any:
@@ -400,17 +383,12 @@ def _legacy_torch_load(path: Path, handle: UntrustedFile) -> Any:
             return torch.load(handle.file, map_location="cpu", weights_only=True)
         except pickle.UnpicklingError as error:
             raise CorruptCheckpointError(
-                path, f"cannot be read ({_first_line(error)})", fix=DAMAGED_FIX
+                path, f"cannot be read ({first_line(error)})", fix=DAMAGED_FIX
             ) from error
         except Exception as error:  # torch's reader fails in many ways on damaged bytes
             raise CorruptCheckpointError(
                 path, f"cannot be read as a PyTorch checkpoint ({type(error).__name__})", fix=DAMAGED_FIX
             ) from error
-
-
-def _first_line(error: BaseException) -> str:
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    return (lines[0] if lines else type(error).__name__)[:200]
 
 
 def _describe_foreign(handle: UntrustedFile) -> str:

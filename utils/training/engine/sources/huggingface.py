@@ -28,6 +28,7 @@ from ..safe_unpickle import TensorStub
 from .base import Probe, Source, WeightSet
 from .hf_folder import CONFIG, merged_weights, read_json, trainer_facts, weight_files
 from .hf_layout import gpt_settings, hf_layout_of, to_our_weights
+from .records import record_from_fields
 from .safetensors_files import is_safetensors, open_safetensors, safetensors_of, safetensors_weights
 from .torch_files import is_torch_file, structure_of, stub_weights, tensor_spec
 
@@ -194,7 +195,6 @@ def _open_parts(files: list[Path], stack: contextlib.ExitStack) -> list[_Part]:
 def _record(
     probe: Probe, config: dict, facts: dict, size: int, notes: list[str], *, source: str
 ) -> CheckpointRecord:
-    from .records import record_from_fields
 
     record = record_from_fields(
         probe, {"config": config}, kind="huggingface", source=source, facts=facts, notes=notes

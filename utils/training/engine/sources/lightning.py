@@ -28,7 +28,7 @@ from ..safe_unpickle import TensorStub
 from ..text import safe_text
 from .base import Probe, Source, WeightSet
 from .hf_layout import hf_layout_of, to_our_weights
-from .records import clean_model_settings
+from .records import clean_model_settings, record_from_fields
 from .torch_files import is_torch_file, structure_of, stub_weights, tensor_spec, torch_file
 
 __all__ = ["LightningSource"]
@@ -53,7 +53,6 @@ class LightningSource(Source):
         )
 
     def read_record(self, probe: Probe) -> CheckpointRecord:
-        from .records import record_from_fields
 
         structure = structure_of(probe)
         metrics, notes, lightning = self._monitored(probe, structure)

@@ -22,7 +22,7 @@ from ..safetensors_file import SafetensorsFile
 from .base import Probe, Source, WeightSet
 from .hf_folder import read_json
 from .hf_layout import EMBEDDING, HEAD, hf_layout_of, is_our_trunk, trunk_to_our_weights
-from .records import clean_model_settings
+from .records import clean_model_settings, record_from_fields
 from .safetensors_files import is_safetensors, safetensors_of, safetensors_weights
 
 __all__ = ["SafetensorsExportSource", "config_path_of"]
@@ -49,7 +49,6 @@ class SafetensorsExportSource(Source):
         return ((EMBEDDING in names or HEAD in names) and hf_layout_of(specs) is None) or is_our_trunk(specs)
 
     def read_record(self, probe: Probe) -> CheckpointRecord:
-        from .records import record_from_fields
 
         file = safetensors_of(probe)
         settings, notes = _settings(probe.path)
