@@ -45,3 +45,44 @@ def write_dcp(folder: Path, state: dict) -> Path:
         warnings.simplefilter("ignore")
         dcp.save(state, checkpoint_id=folder, no_dist=True)
     return folder
+
+
+def restate(checkpoint: Path, **changes) -> dict:
+    """Rewrite a sharded folder's record as the saver would for its files now (``changes`` applied last)."""
+    import json
+
+    from utils.training.engine.sharded_folder import FOLDER_FACTS_KEY, RECORD_NAME, folder_facts
+
+    record = json.loads((checkpoint / RECORD_NAME).read_text())
+    record[FOLDER_FACTS_KEY] = folder_facts(checkpoint)
+    record.update(changes)
+    (checkpoint / RECORD_NAME).write_text(json.dumps(record))
+    return record
+
+
+def rewrite_index(folder: Path, change) -> None:
+    """Change DCP's ``.metadata`` with the unrestricted unpickler (the test's own, trusted file)."""
+    import pickle
+
+    path = folder / ".metadata"
+    metadata = pickle.loads(path.read_bytes())
+    change(metadata)
+    path.write_bytes(pickle.dumps(metadata))
+
+
+def torch_zip(path: Path, pickle_bytes: bytes) -> Path:
+    """A zip laid out like torch.save's, holding ``pickle_bytes`` as its data.pkl."""
+    import zipfile
+
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("archive/data.pkl", pickle_bytes)
+        archive.writestr("archive/byteorder", "little")
+        archive.writestr("archive/version", "3\n")
+    return path
+
+
+class BytearrayBomb:
+    """Pickles as ``bytearray(1_500_000_000)``: 1.5 GB from a few bytes to ``torch.load(weights_only=True)``."""
+
+    def __reduce__(self):
+        return (bytearray, (1_500_000_000,))

@@ -27,7 +27,7 @@ from utils.training.engine.errors import NotACheckpointError, ResumeError
 from utils.training.engine.prefixes import strip_wrapper_prefixes, unwrap_model
 from utils.training.engine.sharded_folder import (
     TRAIN_STATE_NAME,
-    rank_file_name,
+    rank_parts,
     read_folder_record,
     read_part,
     world_size_of,
@@ -86,15 +86,14 @@ def _folder_into_shards(context, folder: Path, model, optimizer, scheduler, scal
     _check_names(folder, model_state, tensor_entries(metadata))
     wanted = {"model": model_state, "optimizer": optimizer_state}
     load_dcp(folder, wanted, metadata=metadata)
+    written = world_size_of(read_folder_record(folder)) or 1  # the record, confirmed against the folder
     shared = read_part(folder, TRAIN_STATE_NAME)
-    own = read_part(folder, rank_file_name(0))
-    obj = {**shared, fmt.RNG_STATE_KEY: own.get("rng_state")}
+    ranks = [part.get("rng_state") for part in rank_parts(folder, written)]
+    obj = {**shared, fmt.RNG_STATE_KEY: ranks[0]}
     state = ResumeState(checkpoint_path=folder, kind="sharded")
     restore_run_parts(folder, obj, state, optimizer, scheduler, scaler)
     set_state_dict(model, optimizer, model_state_dict=wanted["model"], optim_state_dict=wanted["optimizer"])
-    written = world_size_of(read_folder_record(folder)) or 1
     state.restored[:0] = [f"model weights and optimizer (DCP: {written} -> {context.world_size} process(es))"]
-    ranks = [read_part(folder, rank_file_name(r)).get("rng_state") for r in range(written)]
     return state, ranks
 
 
@@ -167,7 +166,7 @@ def _rank_generators(source: Path) -> list[Any] | None:
     """Every rank's generator states stored with the checkpoint (None when it has none)."""
     if source.is_dir():
         world = world_size_of(read_folder_record(source)) or 0
-        return [read_part(source, rank_file_name(r)).get("rng_state") for r in range(world)]
+        return [part.get("rng_state") for part in rank_parts(source, world)]
     with open_checkpoint(source) as checkpoint:
         rng = (checkpoint.training_state() or {}).get(fmt.RNG_STATE_KEY)
         return _copied(rng.get(RANKS_KEY)) if isinstance(rng, dict) else None  # out of the closing map
