@@ -31,6 +31,7 @@ from utils.training.engine.naming import checkpoint_filename
 __all__ = ["BUILDERS", "HostileCase", "tiny_model"]
 
 WHEN = dt.datetime(2025, 11, 22, 6, 0, 0)
+RUN_ID = "genuine-run"  # the run the genuine checkpoints belong to, as the training loop stamps them
 
 
 @dataclass(frozen=True)
@@ -61,7 +62,7 @@ def _good(folder: Path, step: int = 10, val_loss: float = 2.0) -> Path:
     return save_checkpoint(
         folder, tiny_model(), None, epoch=0, global_step=step, retention=None,
         metrics={"train_loss": 2.5, "val_loss": val_loss, "learning_rate": 1e-3},
-        when=WHEN + dt.timedelta(seconds=step),
+        when=WHEN + dt.timedelta(seconds=step), run_id=RUN_ID,
     )  # fmt: skip
 
 

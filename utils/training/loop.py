@@ -14,6 +14,7 @@ lists it; ``TrainConfig.stop_on_save_error=True`` stops instead.
 from __future__ import annotations
 
 import time
+import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
@@ -55,6 +56,7 @@ class _Session:
     progress: bool
     written_val_losses: dict[Path, float | None] = field(default_factory=dict)  # this run's files
     distributed: DistributedContext = SINGLE_PROCESS  # which rank this is; how it averages and saves
+    run_id: str | None = None  # stored in every checkpoint; retention prunes this run's files only
 
 
 def evaluate(
@@ -130,6 +132,11 @@ def train(
         scaler=scaler, resume=resume_state, progress=progress, model_config=model_config,
     )  # fmt: skip
     session.distributed = distributed or SINGLE_PROCESS
+    # A resume continues the run it resumes (its files stay subject to retention); a new run gets
+    # a new id, the same on every rank.
+    session.run_id = (resume_state.run_id if resume_state else None) or session.distributed.broadcast(
+        uuid.uuid4().hex
+    )
     state = _Position.start(resume_state, train_batches)
     run = session.run
     run.resumed_from = resume_state.checkpoint_path if resume_state else None
@@ -364,6 +371,7 @@ def _save(session: _Session, state: _Position, epoch: int, batch_in_epoch: int, 
             data_state=session.distributed.describe_data(_data_state(session.batches, epoch, batch_in_epoch)),
             step_losses=torch.tensor(state.step_losses, dtype=torch.float64),
             retention=RetentionPolicy(keep_best=config.keep_best, keep_last=config.keep_last),
+            run_id=session.run_id,
         )
     except CheckpointSaveError as error:
         where = f"epoch {epoch + 1}, step {state.global_step}"

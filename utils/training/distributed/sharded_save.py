@@ -97,7 +97,7 @@ def save_sharded_checkpoint(
         failure = _commit(context, temporary, final, checkpoint)
     _agree(context, final, temporary, failure if context.is_main else None)
     if context.is_main and retention is not None:
-        apply_retention(folder, retention, protect=[final])
+        apply_retention(folder, retention, protect=[final], run_id=checkpoint.get(fmt.RUN_ID_KEY))
     return final
 
 

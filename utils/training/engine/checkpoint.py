@@ -23,7 +23,7 @@ import torch
 from . import format as fmt
 from .archive import append_member
 from .atomic import atomic_write, free_space_text, remove_stale_temporary_files
-from .errors import CheckpointError, CheckpointSaveError
+from .errors import CheckpointSaveError
 from .naming import CHECKPOINT_SUFFIX, checkpoint_filename, is_temporary_file, parse_checkpoint_filename
 from .prefixes import unwrap_model
 from .retention import RetentionCandidate, RetentionPolicy, select_for_deletion
@@ -62,6 +62,7 @@ def save_checkpoint(
     step_losses: torch.Tensor | None = None,
     retention: RetentionPolicy | None = RetentionPolicy(),  # noqa: B008 (frozen, immutable)
     when: _dt.datetime | None = None,
+    run_id: str | None = None,
 ) -> Path:
     """Save a checkpoint atomically into ``checkpoint_dir`` and apply retention.
 
@@ -78,6 +79,8 @@ def save_checkpoint(
         history, config, rng_state, data_state, step_losses: see docs/checkpoint-format.md.
         retention: which older checkpoints to delete after the save; None keeps all.
         when: the time stamp for the name and the ``timestamp`` key (default: now).
+        run_id: the training run this save belongs to (``train`` passes one; a resume keeps it).
+            Retention deletes only checkpoints of the same run (None: those saved without one).
 
     Returns:
         The path of the new checkpoint.
@@ -103,13 +106,14 @@ def save_checkpoint(
         data_state=data_state,
         step_losses=step_losses,
         timestamp=when.isoformat(timespec="seconds"),
+        run_id=run_id,
     )
     tensors = check_weights_only_safe(checkpoint)
     path = write_checkpoint_file(
         folder / checkpoint_filename(epoch, global_step, when), checkpoint, tensor_count=tensors
     )
     if retention is not None:
-        apply_retention(folder, retention, protect=[path])
+        apply_retention(folder, retention, protect=[path], run_id=run_id)
     return path
 
 
@@ -183,13 +187,17 @@ def archive_facts(file: BinaryIO) -> dict[str, int]:
     }
 
 
-def apply_retention(folder: Path, policy: RetentionPolicy, protect: Iterable[Path] = ()) -> list[Path]:
-    """Delete the folder's checkpoints that ``policy`` does not keep.
+def apply_retention(
+    folder: Path, policy: RetentionPolicy, protect: Iterable[Path] = (), run_id: str | None = None
+) -> list[Path]:
+    """Delete the folder's checkpoints of run ``run_id`` that ``policy`` does not keep.
 
     Only checkpoints written by this engine whose JSON record agrees with the file it sits
-    in are candidates (an engine file name, our record, confirmed; see
-    ``sources.native.read_own_record``): unreadable, legacy, foreign and suspect files are
-    never deleted, and never push a genuine checkpoint out of the kept set. Sharded
+    in, and whose record names the same run, are candidates (an engine file name, our
+    record, confirmed; see ``sources.native.read_own_record``): unreadable, legacy, foreign
+    and suspect files, and another run's checkpoints, are never deleted and never push a
+    genuine checkpoint out of the kept set. Whatever goes wrong reading one file only makes
+    it no candidate. Sharded
     checkpoint folders with their record count as files do; one is deleted by renaming it
     away first, so that a half-deleted folder is never listed. A failed deletion is
     reported as a warning: the save itself succeeded.
@@ -204,9 +212,9 @@ def apply_retention(folder: Path, policy: RetentionPolicy, protect: Iterable[Pat
     for path in _own_checkpoint_files(folder) + checkpoint_folders(folder):
         try:  # the JSON record only: a legacy file is never unpickled here (and never deleted)
             record = read_sharded_record(path) if path.is_dir() else read_own_record(path)
-        except CheckpointError:
-            continue  # unreadable, suspect or gone: never a candidate
-        if record is not None:
+        except Exception:  # noqa: BLE001 -- unreadable, suspect, crafted or gone: never a candidate
+            continue
+        if record is not None and record.run_id == run_id:
             step = record.global_step or 0
             candidates.append(RetentionCandidate(path, step, record.val_loss, record.time_order))
     deleted = []

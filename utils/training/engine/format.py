@@ -46,6 +46,7 @@ __all__ = [
     "RNG_STATE_KEY",
     "DATA_STATE_KEY",
     "STEP_LOSSES_KEY",
+    "RUN_ID_KEY",
     "WEIGHT_CHANGE_KEY",
     "LAYER_CHANGE_KEY",
     "WEIGHT_CHANGE_FROM_STEP_KEY",
@@ -84,6 +85,9 @@ CONFIG_KEY = "config"  # {"model": {...}, "training": {..., "init_from": ...}}: 
 RNG_STATE_KEY = "rng_state"  # random generator states (tensors / plain lists), for exact resume
 DATA_STATE_KEY = "data_state"  # {"epoch", "batch_in_epoch", "batches_per_epoch", "seed"}
 STEP_LOSSES_KEY = "step_losses"  # float64 tensor: the training loss of every step so far
+# str: one training run's id (a resume keeps it). Retention deletes only files of the run that is
+# saving, so another run's checkpoints -- or a file crafted to outrank them -- never cost a checkpoint.
+RUN_ID_KEY = "run_id"
 # Inside each history row (docs/checkpoint-format.md, "history"): how far the weights moved in the epoch.
 # {parameter name: ||end - start|| / ||start||, or None where ||start|| = 0 (undefined)}
 WEIGHT_CHANGE_KEY = "weight_change"
@@ -101,6 +105,7 @@ METADATA_KEYS = (
     HISTORY_KEY,
     CONFIG_KEY,
     DATA_STATE_KEY,
+    RUN_ID_KEY,
 )
 
 
@@ -152,6 +157,7 @@ def build_checkpoint(
     data_state: Mapping[str, Any] | None = None,
     step_losses: torch.Tensor | None = None,
     timestamp: str | None = None,
+    run_id: str | None = None,
 ) -> dict[str, Any]:
     """Assemble a checkpoint dict in the current format.
 
@@ -183,6 +189,7 @@ def build_checkpoint(
         RNG_STATE_KEY: rng_state,
         DATA_STATE_KEY: dict(data_state) if data_state is not None else None,
         STEP_LOSSES_KEY: step_losses,
+        RUN_ID_KEY: str(run_id) if run_id is not None else None,
     }
     checkpoint.update({key: value for key, value in optional.items() if value is not None})
     return checkpoint

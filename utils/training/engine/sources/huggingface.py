@@ -186,7 +186,7 @@ def _open_parts(files: list[Path], stack: contextlib.ExitStack) -> list[_Part]:
 def _record(
     probe: Probe, config: dict, facts: dict, size: int, notes: list[str], *, source: str
 ) -> CheckpointRecord:
-    from .native import record_from_fields  # the one place that cleans a record's fields
+    from .records import record_from_fields
 
     record = record_from_fields(
         probe, {"config": config}, kind="huggingface", source=source, facts=facts, notes=notes

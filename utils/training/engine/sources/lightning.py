@@ -53,7 +53,7 @@ class LightningSource(Source):
         )
 
     def read_record(self, probe: Probe) -> CheckpointRecord:
-        from .native import record_from_fields  # the one place that cleans a record's fields
+        from .records import record_from_fields
 
         structure = structure_of(probe)
         metrics, notes, lightning = self._monitored(probe, structure)

@@ -50,7 +50,7 @@ class NanoGPTSource(Source):
         )
 
     def read_record(self, probe: Probe) -> CheckpointRecord:
-        from .native import record_from_fields  # the one place that cleans a record's fields
+        from .records import record_from_fields
 
         structure = structure_of(probe)
         loss = structure.get("best_val_loss")

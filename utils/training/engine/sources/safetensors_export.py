@@ -47,7 +47,7 @@ class SafetensorsExportSource(Source):
         return (EMBEDDING in names or HEAD in names) and hf_layout_of(_specs(file)) is None
 
     def read_record(self, probe: Probe) -> CheckpointRecord:
-        from .native import record_from_fields  # the one place that cleans a record's fields
+        from .records import record_from_fields
 
         file = safetensors_of(probe)
         settings, notes = _settings(probe.path)

@@ -1,10 +1,11 @@
 """This notebook's sharded (FSDP) checkpoint folder, read in one process without a process group.
 
 The layout is in ``sharded_folder``. The listing reads only the JSON record, confirmed
-against the folder (the files' sizes, ``.metadata``'s CRC-32; never a shard); the loader reads the ``model`` group of the DCP shards in this process (DCP
-reassembles every rank's shards); resume gets the rest of the checkpoint in the
-single-file format (``open_training_state``), so the notebook's ``RESUME`` continues a run
-that started under torchrun, in one process.
+against the folder (the files' sizes, ``.metadata``'s CRC-32; never a shard); the loader
+reads the ``model`` group of the DCP shards in this process (DCP reassembles every rank's
+shards); resume gets the rest of the checkpoint in the single-file format
+(``open_training_state``), so the notebook's ``RESUME`` continues a run that started under
+torchrun, in one process.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from ..text import safe_text
 from ..untrusted import folder_entries, open_error
 from .base import Probe
 from .dcp import DcpSource
-from .native import record_from_fields
+from .records import record_from_fields
 
 __all__ = [
     "ShardedSource",
