@@ -86,3 +86,19 @@ class BytearrayBomb:
 
     def __reduce__(self):
         return (bytearray, (1_500_000_000,))
+
+
+def forge_sharded_record(parent: Path, val_loss: float = 0.0) -> Path:
+    """The review's forged folder: a record claiming the best loss and the highest step, an empty .metadata."""
+    import json
+
+    from utils.training.engine import format as fmt
+    from utils.training.engine.sharded_folder import DCP_METADATA_NAME, LAYOUT, RECORD_NAME
+
+    folder = parent / "checkpoint_epoch9999_step1000000000000_20991231_235959"
+    folder.mkdir()
+    record = {fmt.FORMAT_VERSION_KEY: fmt.FORMAT_VERSION, "epoch": 9999, "global_step": 10**12,
+              "metrics": {"val_loss": val_loss}, "world_size": 1, "layout": LAYOUT}  # fmt: skip
+    (folder / RECORD_NAME).write_text(json.dumps(record))
+    (folder / DCP_METADATA_NAME).write_bytes(b"")
+    return folder

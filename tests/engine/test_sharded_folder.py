@@ -10,7 +10,13 @@ import zlib
 import pytest
 import torch
 
-from tests.engine.sharded_helpers import BytearrayBomb, restate, torch_zip, write_sharded
+from tests.engine.sharded_helpers import (
+    BytearrayBomb,
+    forge_sharded_record,
+    restate,
+    torch_zip,
+    write_sharded,
+)
 from utils.training.engine import format as fmt
 from utils.training.engine.errors import (
     CheckpointNotFoundError,
@@ -138,12 +144,7 @@ class TestReadFolderRecord:
 
     def test_a_forged_record_beside_an_empty_index_is_refused(self, tmp_path):
         """The review's folder: a record claiming the best loss and the highest step, an empty .metadata."""
-        folder = tmp_path / "checkpoint_epoch9999_step1000000000000_20991231_235959"
-        folder.mkdir()
-        record = {fmt.FORMAT_VERSION_KEY: fmt.FORMAT_VERSION, "epoch": 9999, "global_step": 10**12,
-                  "metrics": {"val_loss": 0.0}, "world_size": 1, "layout": "sharded"}  # fmt: skip
-        (folder / RECORD_NAME).write_text(json.dumps(record))
-        (folder / DCP_METADATA_NAME).write_bytes(b"")
+        folder = forge_sharded_record(tmp_path)
         with pytest.raises(
             CorruptCheckpointError, match=r"disagrees .*states no facts .*\.metadata is damaged"
         ):
