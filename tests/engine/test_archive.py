@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import zipfile
+import zlib
 
 import pytest
 import torch
@@ -95,12 +96,20 @@ class TestReadMember:
         entry = first_entry(buffer, end)
         with pytest.raises(ArchiveError, match="refused: member 'a/big' holds"):
             read_member(buffer, entry, end.directory_offset, 1000)
-        # a member that lies about its size is stopped by the decompressor's cap
+        # a directory entry that lies about the size is caught by the member's own local header
         liar = archive.ZipEntry(
             entry.name, entry.method, entry.crc, entry.compressed_size, 10, entry.header_offset
         )
-        with pytest.raises(ArchiveError, match="inflates to more than 1,000 bytes"):
+        with pytest.raises(ArchiveError, match="local header disagrees with the directory"):
             read_member(buffer, liar, end.directory_offset, 1000)
+
+    def test_the_decompressor_stops_at_the_cap(self):
+        # a member whose headers both lie is still stopped by the decompressor's own cap
+        deflated = zlib.compressobj(9, zlib.DEFLATED, -15)
+        raw = deflated.compress(b"\0" * (1 << 20)) + deflated.flush()
+        with pytest.raises(ArchiveError, match="inflates to more than 1,000 bytes"):
+            archive._inflate(raw, "a/big", 1000)
+        assert archive._inflate(raw, "a/big", 1 << 20) == b"\0" * (1 << 20)
 
     def test_other_compression_is_refused(self):
         buffer = io.BytesIO()

@@ -483,3 +483,29 @@ class TestCheckIntegrity:
         _, path, target = trained
         _flip_bytes_of(path, {"data/0"})
         assert load_model_weights(target, path, device="cpu").verified
+
+
+class TestForeignFailuresBecomeOurs:
+    def test_an_unexpected_exception_while_reading_names_the_file(self, trained, monkeypatch):
+        _, path, target = trained
+        from utils.training.engine.sources import native
+
+        def odd(self, probe):
+            raise TypeError("unhashable type: 'list'")
+
+        monkeypatch.setattr(native.NativeSource, "read_record", odd)
+        before = snapshot(target)
+        with pytest.raises(
+            CorruptCheckpointError, match=r"cannot be read \(TypeError: unhashable type"
+        ) as caught:
+            load_model_weights(target, path, device="cpu")
+        assert caught.value.path == str(path)
+        assert_unchanged(target, before)
+
+    def test_a_layer_number_of_thousands_of_digits_is_a_name(self, tmp_path):
+        source = tiny_gpt(1)
+        state = source.state_dict()
+        state[f"transformer.h.{'9' * 5000}.attn.bias"] = torch.ones(1)
+        path = save_full(tmp_path / "digits.pt", source, state)
+        with pytest.raises(ArchitectureMismatchError, match="1 unexpected"):
+            load_model_weights(tiny_gpt(2), path, device="cpu")

@@ -269,3 +269,11 @@ class TestMain:
         )
         assert done.returncode == 0 and "checkpoint_epoch0001_step000001" in done.stdout
         assert "Skipped empty.pt" in done.stdout and "RuntimeWarning" not in done.stderr
+
+
+class TestFolderThatIsOneCheckpoint:
+    def test_a_stray_index_beside_our_checkpoints_does_not_hide_them(self, tmp_path):
+        paths = [save(tmp_path, epoch=i, step=i) for i in (1, 2)]
+        (tmp_path / ".metadata").write_bytes(b"\x80\x04N.")  # as a dcp.save into the same folder leaves
+        (tmp_path / "config.json").write_text('{"model_type": "gpt2"}')
+        assert sorted(r.path for r in scan_checkpoints(tmp_path).checkpoints) == sorted(paths)

@@ -176,7 +176,17 @@ def deep_pickle(folder: Path) -> HostileCase:
 
 def deep_json_record(folder: Path) -> HostileCase:
     """Our JSON record nested 100,000 deep: the JSON parser recurses."""
-    return _with_record(folder, "deep-json-record", lambda _: "[" * 100_000 + "]" * 100_000, "not valid JSON")
+    return _with_record(
+        folder, "deep-json-record", lambda _: "[" * 100_000 + "]" * 100_000, "refused|not valid JSON"
+    )
+
+
+def record_of_empty_objects(folder: Path) -> HostileCase:
+    """Our record as a million empty objects: 2 MB, within the byte cap, a long parse at every save."""
+    return _with_record(
+        folder, "record-of-empty-objects", lambda r: "[" + ",".join(["{}"] * 1_000_000) + "]",
+        r"refused: it holds [\d,]+ objects and arrays", "save",
+    )  # fmt: skip
 
 
 def huge_integer_in_record(folder: Path) -> HostileCase:
@@ -444,6 +454,7 @@ BUILDERS: dict[str, Callable[[Path], HostileCase]] = {
     "fifo-retention": fifo_with_our_name,
     "deep-pickle": deep_pickle,
     "deep-json-record": deep_json_record,
+    "record-of-empty-objects": record_of_empty_objects,
     "huge-integer-in-record": huge_integer_in_record,
     "odd-scalar-metrics": odd_scalar_metrics,
     "zero-dim-size": zero_dim_size_element,

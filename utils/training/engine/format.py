@@ -28,6 +28,8 @@ from typing import Any
 
 import torch
 
+from .text import short_repr
+
 __all__ = [
     "FORMAT_VERSION",
     "METADATA_RECORD",
@@ -280,7 +282,7 @@ def describe_object(obj: Any, tensor_type: type = torch.Tensor) -> str:
     ):
         return f"an empty {MODEL_STATE_KEY!r}"
     if isinstance(obj, Mapping):
-        keys = ", ".join(repr(k) for k in list(obj)[:6])
+        keys = ", ".join(short_repr(k) for k in list(obj)[:6])
         return f"a dict with keys [{keys}{', ...' if len(obj) > 6 else ''}]" if obj else "an empty dict"
     if isinstance(obj, tensor_type):
         shape = getattr(obj, "shape", None)

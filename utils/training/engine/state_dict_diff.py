@@ -41,7 +41,7 @@ __all__ = [
 Mismatch = tuple[str, str, str]
 ShapeMismatch = tuple[str, tuple[int, ...], tuple[int, ...]]
 
-_NUMBER = re.compile(r"^\d+$")
+_NUMBER = re.compile(r"^\d{1,9}$")  # a layer number; longer digit runs are names, not numbers
 # The order GPTConfig declares its fields in; other keys follow in their own order.
 _GPT_FIELDS = ("vocab_size", "block_size", "n_layer", "n_head", "n_embd", "dropout", "bias", "activation")
 

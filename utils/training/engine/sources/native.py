@@ -12,7 +12,6 @@ it, retention never counts it), whatever it claims.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,7 @@ from ..naming import parse_checkpoint_filename
 from ..record import CheckpointRecord, clean_float, clean_int
 from ..safe_unpickle import TensorStub
 from ..torchfile import DAMAGED_FIX, TorchFile
-from ..untrusted import LIMITS
+from ..untrusted import LIMITS, load_json
 from .base import Probe, Source, WeightSet
 from .records import record_from_fields
 from .torch_files import is_torch_file, structure_of, stub_weights, torch_file
@@ -122,10 +121,11 @@ def _json_record(probe: Probe) -> dict | None:
             return None
         data = source.read_member(last, LIMITS.record_bytes)
         try:
-            record = json.loads(data)
-        except (ValueError, RecursionError):
+            record = load_json(data, LIMITS.record_containers)
+        except ValueError as error:
+            problem = str(error) if str(error).startswith("refused:") else "is not valid JSON"
             raise CorruptCheckpointError(
-                probe.path, "its metadata record is not valid JSON", fix=DAMAGED_FIX
+                probe.path, f"its metadata record {problem}", fix=DAMAGED_FIX
             ) from None
         return record if isinstance(record, dict) and fmt.FORMAT_VERSION_KEY in record else None
 
