@@ -23,7 +23,6 @@ listing, retention and the one-process loader use it.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shutil
 import stat
@@ -36,7 +35,7 @@ from . import format as fmt
 from .errors import CheckpointError, CheckpointNotFoundError, CorruptCheckpointError
 from .naming import is_temporary_file, parse_checkpoint_foldername, temporary_path_for
 from .text import safe_text
-from .untrusted import LIMITS, read_small_file
+from .untrusted import LIMITS, load_json, read_small_file
 
 __all__ = [
     "DCP_METADATA_MAX_BYTES",
@@ -63,7 +62,6 @@ DCP_METADATA_NAME = ".metadata"
 DCP_METADATA_MAX_BYTES = 256 << 20  # DCP's index of a very large model is a few MB
 LAYOUT = "sharded"  # the record's "layout" value
 FOLDER_FACTS_KEY = "folder"  # the record's statement about the folder it sits in
-_MAX_RECORD_CONTAINERS = 100_000  # JSON objects and arrays: one per history row, a few for the config
 _FIX = "use another checkpoint (an earlier one of the same run), or load only the weights"
 _DISAGREES_FIX = (
     "use another checkpoint; this folder was changed or copied in part after it was saved (it is "
@@ -127,21 +125,14 @@ def read_folder_record(folder: str | os.PathLike) -> dict[str, Any]:
 
 
 def _parsed_record(folder: Path, data: bytes) -> dict[str, Any]:
-    """The record's JSON, its containers counted first (a record of a million empty lists is refused)."""
-    containers = data.count(b"{") + data.count(b"[")
-    if containers > _MAX_RECORD_CONTAINERS:
-        raise CorruptCheckpointError(
-            folder, f"{RECORD_NAME} is refused: {containers:,} '{{' and '[' characters, more than the "
-            f"{_MAX_RECORD_CONTAINERS:,} JSON objects and arrays a record may hold", fix=_FIX,
-        )  # fmt: skip
+    """The record's JSON, under the engine's container budget (a million empty lists is refused)."""
     try:
-        record = json.loads(data)
-    except RecursionError:
-        raise CorruptCheckpointError(
-            folder, f"{RECORD_NAME} is refused: its JSON is nested too deeply", fix=_FIX
-        ) from None
-    except ValueError:
-        record = None
+        record = load_json(data, LIMITS.record_containers)
+    except ValueError as error:
+        if not str(error).startswith("refused:"):
+            record = None
+        else:
+            raise CorruptCheckpointError(folder, f"{RECORD_NAME} is {error}", fix=_FIX) from None
     if not isinstance(record, dict) or fmt.FORMAT_VERSION_KEY not in record:
         raise CorruptCheckpointError(folder, f"{RECORD_NAME} is not a checkpoint record", fix=_FIX)
     return record

@@ -83,10 +83,10 @@ class _OwnedTensors(TorchFile):
             )  # fmt: skip
         return self.materialize(self.structure())
 
-    def tensor(self, stub: TensorStub | SparseTensorStub) -> torch.Tensor:
+    def tensor(self, stub: TensorStub | SparseTensorStub, *, dense: bool = True) -> torch.Tensor:
         if isinstance(stub, SparseTensorStub):  # never in a part or a DCP value; its dense form is unbounded
             raise CorruptCheckpointError(self.path, "holds a sparse tensor, which such a file never does")
-        view = super().tensor(stub)
+        view = super().tensor(stub, dense=dense)
         self._bytes_left -= view.numel() * view.element_size()
         if self._bytes_left < 0:
             raise CorruptCheckpointError(
