@@ -35,7 +35,7 @@ from utils.training.engine.naming import checkpoint_filename, is_temporary_file,
 from utils.training.resume import restore_training_state
 
 from .helpers import TinyNet, save, stepped_optimizer, write_legacy
-from .sharded_helpers import write_sharded
+from .sharded_helpers import forge_sharded_record, write_sharded
 
 
 def _every_part():
@@ -244,6 +244,13 @@ class TestApplyRetention:
         deleted = apply_retention(tmp_path, RetentionPolicy(keep_best=1, keep_last=2))
         assert deleted == [folders[1]]
         assert _files(tmp_path) == sorted([folders[0].name, folders[2].name, newest.name])
+
+    def test_a_forged_sharded_record_is_never_best_nor_newest(self, tmp_path):
+        genuine = [save(tmp_path, epoch=s, step=s, val_loss=v) for s, v in [(1, 0.5), (2, 3.0), (3, 2.0)]]
+        forged = forge_sharded_record(tmp_path)  # believed, it would be best and newest: every file deleted
+        deleted = apply_retention(tmp_path, RetentionPolicy(keep_best=1, keep_last=1))
+        assert deleted == [genuine[1]] and forged.is_dir()
+        assert _files(tmp_path) == sorted([genuine[0].name, genuine[2].name, forged.name])
 
     def test_an_uncommitted_folder_is_never_deleted(self, tmp_path):
         unfinished = write_sharded(tmp_path, epoch=0, step=0, val_loss=9.0)
