@@ -55,8 +55,9 @@ on a CPU it is a tiny model that trains in a minute or two. Settings are in **Ce
 | 36–37 | Look inside: compare checkpoints side by side, which layers changed |
 | 38–42 | Use the model: generate text, evaluate, dashboard, export, summary |
 
-**After a disconnect:** run Cells 1–13, then 33–35: the trained model is back. To continue training,
-set `RESUME = "latest"` in Cell 3 and run everything.
+**After a disconnect:** run Cells 1–13, then 33–35: the trained model is back (with `USE_DRIVE`, Cell 4
+first copies the checkpoints back from Drive). To continue training, set `RESUME = "latest"` in Cell 3 and
+run everything.
 """
 
 CELLS: list[Cell] = [
@@ -125,6 +126,8 @@ EVAL_BATCHES = 20  # @param {type:"integer"}
 # @markdown Hugging Face, this notebook's), or a Hugging Face hub name (`"gpt2"`, `"gpt2-medium"`) to fine-tune.
 INIT_FROM = "scratch"  # @param {type:"string"}
 # @markdown **Checkpoints.** `RESUME`: `"none"` (new run), `"latest"`, or a checkpoint path.
+# @markdown `ASYNC_SAVE`: training waits only for a copy of the state to memory; a background thread writes the file.
+# @markdown `MIRROR_DIR`: a second folder every checkpoint is copied to in the background (Cell 4 sets Drive's).
 CHECKPOINT_DIR = "./checkpoints"  # @param {type:"string"}
 OUTPUT_DIR = "./outputs"  # @param {type:"string"}
 RESUME = "none"  # @param {type:"string"}
@@ -132,20 +135,29 @@ SAVE_EVERY_STEPS = 100  # @param {type:"integer"}
 KEEP_BEST = 1  # @param {type:"integer"}
 KEEP_LAST = 2  # @param {type:"integer"}
 COMPILE = False  # @param {type:"boolean"}
+ASYNC_SAVE = True  # @param {type:"boolean"}
+MIRROR_DIR = ""  # @param {type:"string"}
 """,
     ),
     Cell(
         code="""
 # @title 4. Google Drive for checkpoints (optional) { display-mode: "form" }
-# @markdown Colab wipes the VM's disk when the runtime disconnects. Tick `USE_DRIVE` to keep the
-# @markdown checkpoints and outputs in `DRIVE_FOLDER` on your Google Drive instead.
+# @markdown Colab wipes the VM's disk when the runtime disconnects. Tick `USE_DRIVE` to keep a copy on Drive:
+# @markdown checkpoints are written to the fast local disk first (`CHECKPOINT_DIR`), then copied in the background
+# @markdown to `DRIVE_FOLDER` (the mirror; only complete, verified copies appear there). Outputs go to Drive.
+# @markdown **A disconnect** keeps every checkpoint already on Drive and loses the local disk; in the new runtime
+# @markdown this cell copies the Drive checkpoints back, so `RESUME = "latest"` and Cells 33-35 work as before.
 USE_DRIVE = False  # @param {type:"boolean"}
 DRIVE_FOLDER = "MyDrive/gpt-checkpoints"  # @param {type:"string"}
+from utils.notebook.durability import local_first
 from utils.notebook.runtime import use_drive
 
-drive_choice = use_drive(USE_DRIVE, CHECKPOINT_DIR, OUTPUT_DIR, DRIVE_FOLDER)
+drive_choice = use_drive(USE_DRIVE, CHECKPOINT_DIR, OUTPUT_DIR, DRIVE_FOLDER, mirror_dir=MIRROR_DIR)
 CHECKPOINT_DIR, OUTPUT_DIR = drive_choice.checkpoint_dir, drive_choice.output_dir
 print(drive_choice.message)
+storage = local_first(CHECKPOINT_DIR, drive_choice.mirror_dir)  # a fresh runtime: copy the mirror back
+CHECKPOINT_DIR, MIRROR_DIR = storage.checkpoint_dir, storage.mirror_dir or ""
+print("\\n".join(storage.lines()))
 """,
     ),
     Cell(
@@ -165,11 +177,15 @@ print(f"🧠 Model preset: {preset} ({preset_reason})")
 # @title 6. Checkpoint folder check { display-mode: "form" }
 import os
 
+from utils.notebook.durability import check_mirror_folder
 from utils.notebook.folders import check_checkpoint_folder
 
 folder_report = check_checkpoint_folder(CHECKPOINT_DIR, RESUME)
 print("\\n".join(folder_report.lines()))
 folder_report.raise_if_unusable()
+mirror_report = check_mirror_folder(MIRROR_DIR)  # a small probe write measures the mirror's speed
+print("\\n".join(mirror_report.lines()))
+mirror_report.raise_if_unusable()
 os.makedirs(OUTPUT_DIR, exist_ok=True)
 """,
     ),
@@ -338,7 +354,13 @@ print("\\n".join(precision_lines(amp_dtype, scaler, device)))
 # @title 21. Memory estimate { display-mode: "form" }
 from utils.notebook.planning import available_memory, estimate_memory
 
-memory = estimate_memory(model, train_config.batch_size, available_memory(device), device=device)
+memory = estimate_memory(
+    model,
+    train_config.batch_size,
+    available_memory(device),
+    device=device,
+    async_save=train_config.async_save,
+)
 print("\\n".join(memory.lines(str(device))))
 """,
     ),
@@ -392,7 +414,9 @@ print(resume_state.render() if resume_state else "🆕 Fresh start: nothing to r
     Cell(
         code="""
 # @title 26. Training plan { display-mode: "form" }
+from utils.notebook.durability import is_on_drive
 from utils.notebook.planning import checkpoint_size_bytes, plan_training
+from utils.notebook.save_plan import plan_saving
 
 plan = plan_training(
     train_config,
@@ -402,7 +426,12 @@ plan = plan_training(
     free_disk=folder_report.free_bytes,
     seconds_per_step=throughput.seconds_per_step,
 )
-print("\\n".join(plan.lines()))
+save_plan = plan_saving(
+    plan, async_save=train_config.async_save, snapshot_bytes=checkpoint_size_bytes(model),
+    mirror_dir=train_config.mirror_dir, mirror_report=mirror_report, checkpoint_folder_report=folder_report,
+    checkpoint_on_drive=is_on_drive(CHECKPOINT_DIR),
+)  # fmt: skip
+print("\\n".join(plan.lines() + save_plan.lines()))
 """,
     ),
     Cell(
@@ -465,7 +494,8 @@ print(f"📝 Run manifest: {manifest_path}")
     Cell(
         markdown="""
 ## Training
-Checkpoints go to `CHECKPOINT_DIR` at every epoch end and every `SAVE_EVERY_STEPS` steps, atomically.
+Checkpoints go to `CHECKPOINT_DIR` at every epoch end and every `SAVE_EVERY_STEPS` steps, atomically:
+written in the background with `ASYNC_SAVE`, and copied to the mirror (Drive) with `USE_DRIVE` / `MIRROR_DIR`.
 If the runtime dies, set `RESUME = "latest"` and run all cells again.
 """,
         code="""
@@ -493,8 +523,10 @@ They also work in a fresh runtime after Cells 1–13.
 # @title 33. Checkpoint Recovery { display-mode: "form" }
 # @markdown Leave `RECOVERY_DIR` empty to read `CHECKPOINT_DIR`; or point it at another run's folder.
 RECOVERY_DIR = ""  # @param {type:"string"}
+from utils.notebook.durability import wait_for_pending_saves
 from utils.notebook.recovery_view import checkpoint_recovery
 
+wait_for_pending_saves()  # a checkpoint still being written (Cell 32 interrupted) is complete first
 results = checkpoint_recovery(RECOVERY_DIR or CHECKPOINT_DIR, OUTPUT_DIR)
 """,
     ),

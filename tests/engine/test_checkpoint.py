@@ -6,9 +6,11 @@ import collections
 import errno
 import json
 import os
+import pickle
 import subprocess
 import sys
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -26,12 +28,14 @@ from utils.training.engine.checkpoint import (
     save_checkpoint,
     write_checkpoint_file,
 )
-from utils.training.engine.errors import CheckpointSaveError
+from utils.training.engine.errors import CheckpointSaveError, CorruptCheckpointError, NotACheckpointError
+from utils.training.engine.loading import load_model_weights
 from utils.training.engine.metadata import read_checkpoint_metadata
 from utils.training.engine.naming import checkpoint_filename, is_temporary_file, temporary_path_for
+from utils.training.resume import restore_training_state
 
 from .helpers import TinyNet, save, stepped_optimizer, write_legacy
-from .sharded_helpers import write_sharded
+from .sharded_helpers import forge_sharded_record, write_sharded
 
 
 def _every_part():
@@ -241,6 +245,13 @@ class TestApplyRetention:
         assert deleted == [folders[1]]
         assert _files(tmp_path) == sorted([folders[0].name, folders[2].name, newest.name])
 
+    def test_a_forged_sharded_record_is_never_best_nor_newest(self, tmp_path):
+        genuine = [save(tmp_path, epoch=s, step=s, val_loss=v) for s, v in [(1, 0.5), (2, 3.0), (3, 2.0)]]
+        forged = forge_sharded_record(tmp_path)  # believed, it would be best and newest: every file deleted
+        deleted = apply_retention(tmp_path, RetentionPolicy(keep_best=1, keep_last=1))
+        assert deleted == [genuine[1]] and forged.is_dir()
+        assert _files(tmp_path) == sorted([genuine[0].name, genuine[2].name, forged.name])
+
     def test_an_uncommitted_folder_is_never_deleted(self, tmp_path):
         unfinished = write_sharded(tmp_path, epoch=0, step=0, val_loss=9.0)
         (unfinished / fmt.METADATA_RECORD).unlink()  # no record: not a checkpoint, never a candidate
@@ -315,3 +326,58 @@ class TestCheckWeightsOnlySafe:
     def test_object_is_named(self, value):
         with pytest.raises(TypeError, match=r"checkpoint\['cfg'\] is a .*weights_only=True\) refuses"):
             check_weights_only_safe({"cfg": value})
+
+
+def _forged(folder: Path, step: int, storage_bytes: int, run_id: str | None = None) -> Path:
+    """A zip whose record claims the best loss and a huge step around a pickle of ``{}`` and one
+    1-byte member: every archive fact it states is true of the archive."""
+    pkl = pickle.dumps({}, protocol=2)
+    record = {fmt.FORMAT_VERSION_KEY: fmt.FORMAT_VERSION, "epoch": 9, "global_step": step, "tensor_count": 1,
+              "metrics": {"val_loss": 0.0}, fmt.RUN_ID_KEY: run_id,
+              fmt.ARCHIVE_FACTS_KEY: {"entries": 2, "data_pkl_crc32": zlib.crc32(pkl), "data_pkl_size": len(pkl),
+                                      "storage_bytes": storage_bytes}}  # fmt: skip
+    path = folder / checkpoint_filename(9, step)
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("archive/data.pkl", pkl)
+        archive.writestr("archive/data/0", b"x")
+        archive.writestr(f"archive/{fmt.METADATA_RECORD}", json.dumps(record))
+    return path
+
+
+class TestRetentionScopedToOneRun:
+    def test_another_runs_checkpoints_are_never_deleted(self, tmp_path):
+        other = [save(tmp_path, epoch=i, step=100 + i, val_loss=0.1, run_id="earlier-run") for i in range(3)]
+        for step in range(1, 6):
+            save(tmp_path, epoch=step, step=step, val_loss=float(step), run_id="this-run",
+                 retention=RetentionPolicy(keep_best=1, keep_last=1))  # fmt: skip
+        assert all(path.exists() for path in other)
+        assert len(_files(tmp_path)) == 3 + 2  # this run: its best (step 1) and its newest (step 5)
+
+    def test_a_forged_record_never_pushes_genuine_checkpoints_out(self, tmp_path):
+        genuine = [save(tmp_path, epoch=i, step=i, val_loss=1.0 / i, run_id="run") for i in (1, 2, 3)]
+        forged = _forged(tmp_path, 10**12, storage_bytes=1)
+        save(
+            tmp_path,
+            epoch=4,
+            step=4,
+            val_loss=0.9,
+            run_id="run",
+            retention=RetentionPolicy(keep_best=1, keep_last=2),
+        )
+        assert genuine[2].exists() and forged.exists()  # the genuine best (step 3) stays
+
+    def test_a_record_claiming_no_tensor_bytes_is_refused(self, tmp_path):
+        forged = _forged(tmp_path, 10**12, storage_bytes=0)
+        with pytest.raises(CorruptCheckpointError, match="disagrees with the file"):
+            read_checkpoint_metadata(forged)
+
+    def test_loading_a_forged_file_is_a_clear_refusal(self, tmp_path):
+        forged = _forged(tmp_path, 10**12, storage_bytes=1)
+        with pytest.raises(NotACheckpointError, match="holds an empty dict, not model weights"):
+            load_model_weights(TinyNet(), forged, device="cpu")
+
+    def test_a_resumed_run_keeps_its_id(self, tmp_path):
+        path = save(tmp_path, epoch=0, step=1, run_id="run-a")
+        assert read_checkpoint_metadata(path).run_id == "run-a"
+        state = restore_training_state(path, TinyNet(), None)
+        assert state.run_id == "run-a"

@@ -34,7 +34,7 @@ from utils.training.engine.errors import (
     NotACheckpointError,
     UnsafeCheckpointError,
 )
-from utils.training.engine.loading import LoadReport, load_model_weights
+from utils.training.engine.loading import LoadReport, ModelMoveError, load_model_weights
 from utils.training.engine.torchfile import TorchFile
 
 
@@ -113,6 +113,45 @@ class TestLoadModelWeightsHappyPath:
         with pytest.raises(ValueError, match="no CUDA GPU is available"):
             load_model_weights(target, path, device="cuda")
         assert_unchanged(target, before)
+
+    @pytest.mark.parametrize(
+        ("device", "message"),
+        [
+            ("meta", "holds no data"),
+            ("cuda:abc", "is not a device name"),
+            ("xpu", "has no xpu device"),
+            ("mps", "has no mps device"),
+        ],
+    )
+    def test_a_device_this_machine_lacks_is_refused_before_reading(self, trained, device, message):
+        _, path, target = trained
+        before = snapshot(target)
+        with pytest.raises(ValueError, match=message):
+            load_model_weights(target, path, device=device)
+        assert_unchanged(target, before)
+        assert next(target.parameters()).device.type == "cpu"
+
+    def test_a_gpu_index_beyond_the_count_is_refused(self, trained, monkeypatch):
+        _, path, target = trained
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+        monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+        with pytest.raises(ValueError, match=r"'cuda:3' was asked for, but this machine has 1 GPU"):
+            load_model_weights(target, path, device="cuda:3")
+
+    def test_a_move_that_fails_in_any_way_leaves_the_model_in_place(self, trained, monkeypatch):
+        _, path, target = trained
+        real_to = torch.nn.Module.to
+
+        def failing_to(module, *args, **kwargs):
+            if args and str(args[0]) == "cpu" and not getattr(failing_to, "failed", False):
+                failing_to.failed = True
+                raise AssertionError("Torch not compiled with XPU enabled")  # as a half-built backend does
+            return real_to(module, *args, **kwargs)
+
+        monkeypatch.setattr(torch.nn.Module, "to", failing_to)
+        with pytest.raises(ModelMoveError, match="AssertionError: Torch not compiled"):
+            load_model_weights(target, path, device="cpu")
+        assert next(target.parameters()).device.type == "cpu"
 
     def test_verify_false_skips_the_check(self, trained):
         source, path, target = trained
@@ -483,3 +522,29 @@ class TestCheckIntegrity:
         _, path, target = trained
         _flip_bytes_of(path, {"data/0"})
         assert load_model_weights(target, path, device="cpu").verified
+
+
+class TestForeignFailuresBecomeOurs:
+    def test_an_unexpected_exception_while_reading_names_the_file(self, trained, monkeypatch):
+        _, path, target = trained
+        from utils.training.engine.sources import native
+
+        def odd(self, probe):
+            raise TypeError("unhashable type: 'list'")
+
+        monkeypatch.setattr(native.NativeSource, "read_record", odd)
+        before = snapshot(target)
+        with pytest.raises(
+            CorruptCheckpointError, match=r"cannot be read \(TypeError: unhashable type"
+        ) as caught:
+            load_model_weights(target, path, device="cpu")
+        assert caught.value.path == str(path)
+        assert_unchanged(target, before)
+
+    def test_a_layer_number_of_thousands_of_digits_is_a_name(self, tmp_path):
+        source = tiny_gpt(1)
+        state = source.state_dict()
+        state[f"transformer.h.{'9' * 5000}.attn.bias"] = torch.ones(1)
+        path = save_full(tmp_path / "digits.pt", source, state)
+        with pytest.raises(ArchitectureMismatchError, match="1 unexpected"):
+            load_model_weights(tiny_gpt(2), path, device="cpu")

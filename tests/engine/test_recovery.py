@@ -25,6 +25,7 @@ from utils.training.engine.recovery import (
 )
 
 from .helpers import TinyNet, save, write_legacy
+from .sharded_helpers import forge_sharded_record
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -137,6 +138,13 @@ class TestScanCheckpoints:
         assert len(result.checkpoints) == 1
         assert reasons["empty.pt"].startswith("is empty (0 bytes)")
         assert "is truncated" in reasons["cut.pt"]
+
+    def test_a_forged_sharded_record_is_skipped_with_its_reason(self, tmp_path):
+        genuine = save(tmp_path, epoch=0, step=1, val_loss=0.5)
+        forged = forge_sharded_record(tmp_path)
+        result = scan_checkpoints(tmp_path)
+        assert [record.path for record in result.checkpoints] == [genuine]
+        assert result.skipped[0][0] == forged and "disagrees with the folder" in result.skipped[0][1]
 
     def test_file_deleted_during_the_scan_is_dropped_silently(self, tmp_path, monkeypatch):
         kept = save(tmp_path, epoch=0, step=1)
@@ -261,3 +269,11 @@ class TestMain:
         )
         assert done.returncode == 0 and "checkpoint_epoch0001_step000001" in done.stdout
         assert "Skipped empty.pt" in done.stdout and "RuntimeWarning" not in done.stderr
+
+
+class TestFolderThatIsOneCheckpoint:
+    def test_a_stray_index_beside_our_checkpoints_does_not_hide_them(self, tmp_path):
+        paths = [save(tmp_path, epoch=i, step=i) for i in (1, 2)]
+        (tmp_path / ".metadata").write_bytes(b"\x80\x04N.")  # as a dcp.save into the same folder leaves
+        (tmp_path / "config.json").write_text('{"model_type": "gpt2"}')
+        assert sorted(r.path for r in scan_checkpoints(tmp_path).checkpoints) == sorted(paths)

@@ -14,7 +14,6 @@ from utils.training.engine.state_dict_diff import (
     collapse_names,
     compare_state_dicts,
     config_differences,
-    gpt_config_line,
     model_config_dict,
     rebuild_hint,
 )
@@ -155,21 +154,6 @@ class TestRebuildHint:
 
     def test_a_path_with_quotes_stays_one_python_string(self):
         assert rebuild_hint("it's.pt") == """model, load_report = build_model_from_checkpoint("it's.pt")"""
-
-
-class TestGptConfigLine:
-    def test_one_line_in_gptconfig_field_order(self):
-        config = dict(bias=True, dropout=0.1, n_embd=64, n_head=2, n_layer=2, block_size=64, vocab_size=256)
-        assert gpt_config_line(config) == (
-            "GPTConfig(vocab_size=256, block_size=64, n_layer=2, n_head=2, n_embd=64, dropout=0.1, bias=True)"
-        )
-
-    @pytest.mark.parametrize(
-        "config",
-        [None, {}, "n_layer=2", {"not an identifier": 1}, {"n_layer": [1] * 100}, {"name": "\x1b[2J"}],
-    )
-    def test_no_usable_config_gives_none(self, config):
-        assert gpt_config_line(config) is None
 
 
 class TestModelConfigDict:

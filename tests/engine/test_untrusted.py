@@ -84,3 +84,15 @@ class TestFolderEntries:
             (tmp_path / name).write_text("")
         assert folder_entries(tmp_path) == ["a", "b", "c"]
         assert len(folder_entries(tmp_path, limit=2)) == 2
+
+
+class TestErrorsPrintSafely:
+    def test_every_part_of_a_message_is_escaped_but_its_line_breaks(self):
+        from utils.training.engine.errors import CorruptCheckpointError
+
+        error = CorruptCheckpointError(
+            "x\x1b.pt", "bad \x1b[2J name\nsecond line", expected="\u202e", fix="\x07"
+        )
+        text = str(error)
+        assert "\x1b" not in text and "\u202e" not in text and "\x07" not in text
+        assert text.splitlines()[:2] == ["x\\x1b.pt: bad \\x1b[2J name", "second line"]

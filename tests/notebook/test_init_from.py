@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import shutil
+
 import pytest
 import torch
 
@@ -9,11 +12,13 @@ from utils.data import get_tokenizer
 from utils.model import GPTConfig, config_for_preset
 from utils.notebook import init_from
 from utils.notebook.init_from import (
+    InitChoice,
     InitFromError,
     build_initial_model,
     choose_initial_model,
     download_from_hub,
 )
+from utils.training.engine import ArchitectureMismatchError, CheckpointError
 
 BYTES = get_tokenizer("bytes")
 
@@ -66,6 +71,16 @@ class TestChooseInitialModel:
         with pytest.raises(InitFromError, match=r"(?s)100 token rows, but the 'bytes' tokenizer.*Fix:"):
             choose_initial_model(str(folder), "tiny", BYTES)
 
+    def test_a_config_json_asking_for_an_absurd_vocabulary_is_refused(self, hf_folder, tmp_path):
+        folder = tmp_path / "liar"
+        shutil.copytree(hf_folder[0], folder)
+        config = json.loads((folder / "config.json").read_text())
+        (folder / "config.json").write_text(json.dumps({**config, "vocab_size": 50_000_000}))
+        with pytest.raises(
+            ArchitectureMismatchError, match="refused: the model settings ask for vocab_size=50,000,000"
+        ):
+            choose_initial_model(str(folder), "tiny", BYTES)
+
     def test_bytes_in_gpt2s_vocabulary_is_explained(self, tmp_path):
         folder, _ = _hf_folder(tmp_path / "gpt2-vocab", vocab_size=50257)
         choice = choose_initial_model(str(folder), "tiny", BYTES)
@@ -110,3 +125,32 @@ class TestBuildInitialModel:
     def test_scratch_builds_the_preset(self):
         model, lines = build_initial_model(choose_initial_model("scratch", "tiny", BYTES), "cpu")
         assert model.config == config_for_preset("tiny") and "parameters on cpu" in lines[0]
+
+    def test_a_config_that_no_longer_fits_is_refused_before_the_model_is_allocated(
+        self, hf_folder, monkeypatch
+    ):
+        folder, _ = hf_folder
+        choice = choose_initial_model(str(folder), "tiny", BYTES)
+        choice = InitChoice(choice.setting, GPTConfig(**{**choice.config.to_dict(), "n_layer": 3}), folder)
+        allocated = []
+        monkeypatch.setattr(init_from, "GPT", lambda config: allocated.append(config))
+        with pytest.raises(
+            InitFromError,
+            match=r"(?s)could not be loaded.*n_layer: the settings say 3, the file's tensors show 1",
+        ):
+            build_initial_model(choice, "cpu")
+        assert allocated == []
+
+    def test_the_engines_message_is_quoted_escaped(self, hf_folder, monkeypatch):
+        folder, _ = hf_folder
+        choice = choose_initial_model(str(folder), "tiny", BYTES)
+
+        def failing(model, path, device):
+            raise CheckpointError(path, "names shard 'x\x1b[2J\x1b[32m✅ loaded'", fix="download it again")
+
+        monkeypatch.setattr(init_from, "load_model_weights", failing)
+        with pytest.raises(InitFromError) as caught:
+            build_initial_model(choice, "cpu")
+        message = str(caught.value)
+        assert "\x1b" not in message and "x\\x1b[2J\\x1b[32m✅ loaded" in message
+        assert message.splitlines()[-1] == "Fix: download it again"  # the engine's lines kept

@@ -9,6 +9,7 @@ is the shared session's run).
 from __future__ import annotations
 
 import re
+import shutil
 from pathlib import Path
 
 import nbformat
@@ -289,3 +290,42 @@ class TestPickerInKernel:
         assert "🔍 Selection Method: Picked in the widget (PICKER)" in clicked and "→ [1]" in clicked
         chosen_name = report_line.split()[-1]
         assert re.search(rf"loaded_checkpoint .*{chosen_name}", after), after
+
+
+# ---------------------------------------------------------------- (f) ASYNC_SAVE with a mirror; a disconnect
+
+
+def test_after_a_disconnect_the_mirror_alone_resumes_and_recovers_the_run(session, tmp_path):
+    local, mirror = tmp_path / "ckpt", tmp_path / "mirror"
+    params = dict(EPOCHS=4, CHECKPOINT_DIR=str(local), OUTPUT_DIR=str(tmp_path / "out"), KEEP_LAST=10,
+                  ASYNC_SAVE=True, MIRROR_DIR=str(mirror))  # fmt: skip
+    with Kernel(**params, EPOCHS_THIS_SESSION=2) as first:
+        outputs = first.run_range(1, 32)
+    assert f"copied to {mirror} in the background" in outputs[4] and "write speed ~" in outputs[6]
+    assert "+ snapshot for background saves" in outputs[21]
+    assert "Saves: in the background (ASYNC_SAVE)" in outputs[26] and "Mirror: one copy of" in outputs[26]
+    assert f"☁️  Mirror {mirror}: 2 file(s) copied and verified" in outputs[32]
+    kept = sorted(p.name for p in local.glob("*.pt"))
+    assert kept == sorted(p.name for p in mirror.glob("*.pt")) and len(kept) == 2
+    assert all((local / n).read_bytes() == (mirror / n).read_bytes() for n in kept)
+    shutil.rmtree(local)  # the runtime is recycled: its disk is gone, the mirror (Drive) is not
+    with Kernel(**params, RESUME="latest") as second:
+        outputs = second.run_range(1, 35)
+        second.code(
+            "import time, torch\nfrom pathlib import Path\nfrom utils.training.engine.async_save import BackgroundWriter\n"
+            f"slow = lambda path, s: time.sleep(0.5) or torch.save(s, path) or path\n"
+            f"BackgroundWriter().save(Path({str(tmp_path / 'x.pt')!r}), {{'x': torch.ones(1)}}, slow)"
+        )
+        waited = second.run(33)
+    assert "Fresh runtime:" in outputs[4] and "checkpoint(s) were copied back" in outputs[4]
+    assert "✅ Complete state" in outputs[25] and "✅ Weights loaded successfully!" in outputs[34]
+    resumed, reference = _final_checkpoint(local), session.reference
+    assert (
+        resumed["global_step"] == reference["global_step"] == 20
+        and resumed["history"] == reference["history"]
+    )
+    assert torch.equal(resumed["step_losses"], reference["step_losses"])
+    weights, expected = resumed["model_state_dict"], reference["model_state_dict"]
+    assert all(torch.equal(weights[k], expected[k]) for k in expected)
+    assert "🏆 Best: checkpoint_epoch000" in outputs[33] and "📈 History: 4 epochs recovered" in outputs[33]
+    assert waited.startswith("⏳ Waiting for x.pt") and "✅ Done after" in waited

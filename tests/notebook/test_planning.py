@@ -9,6 +9,7 @@ import torch
 
 from tests.training.conftest import make_setup
 from utils.notebook.planning import (
+    MemoryEstimate,
     checkpoint_size_bytes,
     estimate_memory,
     format_bytes,
@@ -47,9 +48,31 @@ class TestEstimateMemory:
     def test_the_epoch_start_copy_counts_on_a_cpu_and_is_host_ram_on_a_gpu(self, tiny_model):
         on_cpu = estimate_memory(tiny_model, 2, 10**9, device="cpu")
         on_gpu = estimate_memory(tiny_model, 2, 10**9, device="cuda")  # a device name only: nothing allocated
-        assert on_cpu.snapshot == on_cpu.weights and on_cpu.total == on_gpu.total + on_gpu.snapshot
+        assert on_cpu.epoch_copy == on_cpu.weights and on_cpu.total == on_gpu.total + on_gpu.epoch_copy
         assert "epoch-start copy" in on_cpu.lines()[1]
         assert "host RAM: epoch-start copy of the weights" in "\n".join(on_gpu.lines("cuda"))
+
+    def test_background_saves_add_the_snapshot_on_the_cpu(self, tiny_model):
+        plain = estimate_memory(tiny_model, 2, available=10**9)
+        background = estimate_memory(tiny_model, 2, available=10**9, async_save=True)
+        assert background.snapshot == checkpoint_size_bytes(tiny_model) and background.snapshot_in_total
+        assert background.total == plain.total + background.snapshot
+        assert "+ snapshot for background saves" in "\n".join(background.lines("cpu"))
+        tight = estimate_memory(tiny_model, 2, available=int(plain.total / 0.85), async_save=True)
+        assert plain.total < 0.9 * tight.available and not tight.fits
+        assert "or set ASYNC_SAVE = False" in "\n".join(tight.lines())
+
+    def test_beside_a_gpu_the_snapshot_is_host_ram(self):
+        gpu = MemoryEstimate(100, 100, 200, 50, available=1000, snapshot=400, snapshot_in_total=False,
+                             host_available=10**4)  # fmt: skip
+        assert (
+            gpu.total == 450
+            and "Host RAM for background saves (ASYNC_SAVE): ~400 B pinned" in gpu.lines()[-1]
+        )
+        small_host = MemoryEstimate(
+            100, 100, 200, 50, 1000, snapshot=400, snapshot_in_total=False, host_available=450
+        )
+        assert "probably too much for 450 B of RAM; set ASYNC_SAVE = False" in small_host.lines()[-1]
 
 
 class TestCheckpointSize:

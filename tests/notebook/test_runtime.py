@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
 import pytest
 import torch
@@ -30,19 +31,36 @@ class TestResolvePreset:
 class TestUseDrive:
     def test_off_keeps_the_folders(self):
         choice = use_drive(False, "./ck", "./out", colab=True)
-        assert (choice.checkpoint_dir, choice.on_drive) == ("./ck", False) and "lost" in choice.message
+        assert (choice.checkpoint_dir, choice.on_drive, choice.mirror_dir) == ("./ck", False, None)
+        assert "lost" in choice.message
 
     def test_outside_colab_says_so(self):
         choice = use_drive(True, "./ck", "./out", colab=False)
         assert not choice.on_drive and "not Colab" in choice.message
 
-    def test_in_colab_mounts_and_moves_both_folders(self, tmp_path):
+    def test_a_mirror_dir_works_without_drive(self):
+        choice = use_drive(False, "./ck", "./out", mirror_dir=" /backup/ck ", colab=False)
+        assert (choice.checkpoint_dir, choice.mirror_dir) == ("./ck", "/backup/ck")
+        assert "also copied to /backup/ck in the background" in choice.message
+
+    def test_in_colab_checkpoints_stay_local_and_drive_is_the_mirror(self, tmp_path):
         mounted = []
         choice = use_drive(True, "./checkpoints", "./outputs", "MyDrive/run", colab=True,
                            mount=mounted.append, drive_root=str(tmp_path))  # fmt: skip
         assert mounted == [str(tmp_path)] and choice.on_drive
-        assert choice.checkpoint_dir == str(tmp_path / "MyDrive/run/checkpoints")
-        assert (tmp_path / "MyDrive/run/outputs").is_dir()
+        assert choice.checkpoint_dir == "./checkpoints"
+        assert (
+            choice.mirror_dir == str(tmp_path / "MyDrive/run/checkpoints")
+            and Path(choice.mirror_dir).is_dir()
+        )
+        assert choice.output_dir == str(tmp_path / "MyDrive/run/outputs") and Path(choice.output_dir).is_dir()
+        assert "written to the local disk first: ./checkpoints" in choice.message
+        assert "survives a disconnect" in choice.message
+
+    def test_an_explicit_mirror_dir_wins_over_the_drive_folder(self, tmp_path):
+        choice = use_drive(True, "./ck", "./out", "MyDrive/run", mirror_dir=str(tmp_path / "elsewhere"),
+                           colab=True, mount=lambda root: None, drive_root=str(tmp_path))  # fmt: skip
+        assert choice.mirror_dir == str(tmp_path / "elsewhere")
 
 
 class TestSeedEverything:

@@ -9,7 +9,7 @@ from utils.notebook.train_settings import SETTING_NAMES, train_config_from
 FORM = dict(
     EPOCHS=7, BATCH_SIZE=6, LEARNING_RATE=2e-4, WEIGHT_DECAY=0.05, WARMUP_STEPS=11, MIN_LR_RATIO=0.3,
     MAX_BATCHES_PER_EPOCH=40, EVAL_BATCHES=9, SAVE_EVERY_STEPS=25, KEEP_BEST=2, KEEP_LAST=3, SEED=5,
-    MIXED_PRECISION="off", EPOCHS_THIS_SESSION=2,
+    MIXED_PRECISION="off", EPOCHS_THIS_SESSION=2, ASYNC_SAVE=True, MIRROR_DIR="/mnt/mirror",
 )  # fmt: skip
 
 
@@ -30,6 +30,14 @@ class TestTrainConfigFrom:
             None,
             None,
         )
+
+    def test_empty_mirror_dir_means_no_mirror(self):
+        assert train_config_from({**FORM, "MIRROR_DIR": "  "}, "cpu").mirror_dir is None
+        assert train_config_from({**FORM, "MIRROR_DIR": ""}, "cpu").mirror_dir is None
+
+    def test_async_save_must_be_a_boolean(self):
+        with pytest.raises(ValueError, match="async_save must be True or False, got 'yes'"):
+            train_config_from({**FORM, "ASYNC_SAVE": "yes"}, "cpu")
 
     def test_missing_setting_names_cell_3(self):
         settings = {k: v for k, v in FORM.items() if k != "MIN_LR_RATIO"}

@@ -5,7 +5,7 @@ most real mechanism the machine allows and says which one it used:
 
 * ``read_only_folder``: chmod (non-root) -> a read-only bind mount (root with
   CAP_SYS_ADMIN) -> a simulation that makes ``open`` in the engine's atomic writer
-  raise ``EROFS`` for files in that folder;
+  (and in its mirror copier) raise ``EROFS`` for files in that folder;
 * ``small_disk``: a real ``tmpfs`` of the given size -> a simulation that lets the
   engine write only as many bytes as the "disk" has room for, then raises ``ENOSPC``;
 * ``failing_write``: always simulated, to place a failure at an exact byte or step.
@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from unittest import mock
 
-from utils.training.engine import atomic
+from utils.training.engine import atomic, mirror
 
 __all__ = ["failing_write", "read_only_folder", "small_disk"]
 
@@ -141,7 +141,7 @@ def failing_write(
         space = room if capacity is None else max(0, capacity - _used_bytes(folder))
         return io.BufferedRandom(_LimitedFileIO(path, mode.replace("b", ""), space, code))
 
-    patches = [mock.patch.object(atomic, "open", fake_open, create=True)]
+    patches = [mock.patch.object(module, "open", fake_open, create=True) for module in (atomic, mirror)]
     if at in ("fsync", "replace"):
         real = getattr(os, at)
 

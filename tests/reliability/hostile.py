@@ -31,6 +31,7 @@ from utils.training.engine.naming import checkpoint_filename
 __all__ = ["BUILDERS", "HostileCase", "tiny_model"]
 
 WHEN = dt.datetime(2025, 11, 22, 6, 0, 0)
+RUN_ID = "genuine-run"  # the run the genuine checkpoints belong to, as the training loop stamps them
 
 
 @dataclass(frozen=True)
@@ -61,7 +62,7 @@ def _good(folder: Path, step: int = 10, val_loss: float = 2.0) -> Path:
     return save_checkpoint(
         folder, tiny_model(), None, epoch=0, global_step=step, retention=None,
         metrics={"train_loss": 2.5, "val_loss": val_loss, "learning_rate": 1e-3},
-        when=WHEN + dt.timedelta(seconds=step),
+        when=WHEN + dt.timedelta(seconds=step), run_id=RUN_ID,
     )  # fmt: skip
 
 
@@ -192,7 +193,17 @@ def deep_pickle(folder: Path) -> HostileCase:
 
 def deep_json_record(folder: Path) -> HostileCase:
     """Our JSON record nested 100,000 deep: the JSON parser recurses."""
-    return _with_record(folder, "deep-json-record", lambda _: "[" * 100_000 + "]" * 100_000, "not valid JSON")
+    return _with_record(
+        folder, "deep-json-record", lambda _: "[" * 100_000 + "]" * 100_000, "refused|not valid JSON"
+    )
+
+
+def record_of_empty_objects(folder: Path) -> HostileCase:
+    """Our record as a million empty objects: 2 MB, within the byte cap, a long parse at every save."""
+    return _with_record(
+        folder, "record-of-empty-objects", lambda r: "[" + ",".join(["{}"] * 1_000_000) + "]",
+        r"refused: it holds [\d,]+ objects and arrays", "save",
+    )  # fmt: skip
 
 
 def huge_integer_in_record(folder: Path) -> HostileCase:
@@ -462,6 +473,7 @@ BUILDERS: dict[str, Callable[[Path], HostileCase]] = {
     "memo-bomb": memo_bomb,
     "deep-pickle": deep_pickle,
     "deep-json-record": deep_json_record,
+    "record-of-empty-objects": record_of_empty_objects,
     "huge-integer-in-record": huge_integer_in_record,
     "odd-scalar-metrics": odd_scalar_metrics,
     "zero-dim-size": zero_dim_size_element,

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from tests.reliability.hostile import BUILDERS, HostileCase, tiny_model
+from tests.reliability.hostile import BUILDERS, RUN_ID, HostileCase, tiny_model
 from utils.notebook.panels import render_load_error
 from utils.training.engine.checkpoint import save_checkpoint
 from utils.training.engine.errors import CheckpointError
@@ -74,7 +74,7 @@ def _run(case: HostileCase) -> dict:
         found["table"] = format_checkpoint_table(scan.checkpoints, scan.skipped)
     elif case.operation == "save":
         path = save_checkpoint(
-            case.folder, tiny_model(), epoch=1, global_step=10**6, metrics={"val_loss": 3.0}
+            case.folder, tiny_model(), epoch=1, global_step=10**6, metrics={"val_loss": 3.0}, run_id=RUN_ID
         )
         scan = scan_checkpoints(case.folder)
         found["saved"] = path.name

@@ -1,7 +1,7 @@
 """A training process for tests/training/test_resume_exact.py (run as a script, killed by the test).
 
     python resume_child.py CKPT_DIR OUT_FILE --epochs 3 --save-every 4 [--resume PATH] [--step-delay 0.05]
-        [--device cuda --precision bf16 --deterministic]
+        [--device cuda --precision bf16 --deterministic] [--async-save] [--mirror DIR]
 
 Trains the tiny preset on a slice of the bundled corpus and writes the final weights,
 per-step losses and history to OUT_FILE.
@@ -50,6 +50,8 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--precision", default="off")
     parser.add_argument("--deterministic", action="store_true")
+    parser.add_argument("--async-save", action="store_true")
+    parser.add_argument("--mirror", default=None)
     args = parser.parse_args()
     torch.set_num_threads(1)  # the same kernels and reduction order in every process
     if args.deterministic:  # needs CUBLAS_WORKSPACE_CONFIG=:4096:8 in the environment on CUDA
@@ -60,7 +62,7 @@ def main() -> None:
     config = TrainConfig(
         epochs=args.epochs, batch_size=4, learning_rate=3e-3, warmup_steps=3, max_batches_per_epoch=6,
         eval_batches=2, save_every_steps=args.save_every, keep_best=100, keep_last=100, seed=7,
-        mixed_precision=args.precision, device=args.device,
+        mixed_precision=args.precision, device=args.device, async_save=args.async_save, mirror_dir=args.mirror,
     )  # fmt: skip
     train_tokens, val_tokens = split_tokens(get_tokenizer("bytes").encode(load_corpus()[:20_000]), 0.1)
     batches = SlowBatches(train_tokens, config.batch_size, model_config.block_size, config.seed, 6)

@@ -9,6 +9,7 @@ politely. The resumed process continues from that file to the end.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -18,7 +19,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from utils.notebook.durability import local_first
 from utils.training.engine.naming import parse_checkpoint_filename
+from utils.training.resume import resolve_resume_source
 
 CHILD = Path(__file__).with_name("resume_child.py")
 ROOT = Path(__file__).resolve().parents[2]
@@ -86,3 +89,39 @@ class TestResumeAfterSigkill:
         _assert_same_run(torch.load(tmp_path / "resumed.pt", weights_only=True), uninterrupted)
         steps = sorted(parse_checkpoint_filename(p).global_step for p in (tmp_path / "ckpt").glob("*.pt"))
         assert steps[-1] == EPOCHS * 6  # names continue from the step reached
+
+
+def _kill_once_mirrored(checkpoint_dir: Path, mirror: Path, step: int) -> None:
+    """A run with background saves and a mirror, SIGKILLed once the mirror holds ``step`` (or later)."""
+    command = [sys.executable, str(CHILD), str(checkpoint_dir), os.devnull, "--epochs", str(EPOCHS),
+               "--save-every", str(SAVE_EVERY), "--step-delay", "0.15", "--async-save", "--mirror", str(mirror)]  # fmt: skip
+    child = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 90
+    try:
+        while not any(
+            parse_checkpoint_filename(p).global_step >= step for p in mirror.glob("checkpoint_*.pt")
+        ):
+            assert child.poll() is None, f"the child ended early: {child.stderr.read().decode()}"
+            assert time.monotonic() < deadline, f"the mirror never received step {step}"
+            time.sleep(0.01)
+        child.send_signal(signal.SIGKILL)
+        child.wait(timeout=30)
+    finally:
+        if child.poll() is None:
+            child.kill()
+    assert child.returncode == -signal.SIGKILL
+
+
+@pytest.mark.slow
+class TestResumeFromTheMirrorAlone:
+    def test_the_local_disk_lost_the_mirror_resumes_bit_for_bit(self, tmp_path, uninterrupted):
+        local, mirror = tmp_path / "ckpt", tmp_path / "mirror"
+        _kill_once_mirrored(local, mirror, step=8)
+        shutil.rmtree(local)  # the runtime is gone, and its disk with it
+        storage = local_first(str(tmp_path / "fresh"), str(mirror))  # Cell 4 in the new runtime
+        assert storage.restored and not storage.failed
+        source = resolve_resume_source("latest", storage.checkpoint_dir)  # RESUME = "latest"
+        assert parse_checkpoint_filename(source).global_step >= 8
+        _run_child(Path(storage.checkpoint_dir), tmp_path / "resumed.pt", "--save-every", str(SAVE_EVERY),
+                   "--resume", str(source), "--async-save", "--mirror", str(mirror))  # fmt: skip
+        _assert_same_run(torch.load(tmp_path / "resumed.pt", weights_only=True), uninterrupted)

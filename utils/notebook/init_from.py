@@ -24,7 +24,7 @@ import torch
 from utils.data import check_vocab_fits
 from utils.model import GPT, GPTConfig, config_for_preset, count_parameters
 from utils.training.engine import CheckpointError, load_model_weights
-from utils.training.engine.build import infer_model_config
+from utils.training.engine.build import check_model_fits, checked_model_config
 from utils.training.engine.text import safe_text
 
 __all__ = ["InitChoice", "InitFromError", "build_initial_model", "choose_initial_model", "download_from_hub"]
@@ -87,7 +87,8 @@ def choose_initial_model(
         ValueError: (``"scratch"``) the preset's vocabulary is smaller than the tokenizer's.
         InitFromError: the path does not exist and is no hub name, the download failed, or the
             model has fewer token rows than the tokenizer needs.
-        CheckpointError: the file cannot be read, or its settings cannot be found (the head count).
+        CheckpointError: the file cannot be read, its settings cannot be found (the head count), are
+            out of bounds or do not fit its own tensors (checked before anything is allocated).
     """
     setting = str(init_from or "").strip() or SCRATCH
     if setting == SCRATCH:
@@ -95,8 +96,7 @@ def choose_initial_model(
         check_vocab_fits(tokenizer, config)
         return InitChoice(setting, config, preset=preset)
     path, origin = _locate(setting, download or download_from_hub)
-    settings, notes = infer_model_config(path)
-    config = GPTConfig(**settings)
+    config, notes = checked_model_config(path)  # sizes bounded and checked on the meta device
     notes = notes + _check_vocabulary(config, tokenizer, setting)
     return InitChoice(setting, config, path, origin, notes)
 
@@ -158,17 +158,19 @@ def build_initial_model(choice: InitChoice, device: torch.device | str) -> tuple
     """Cell 13: ``GPT(choice.config)`` on ``device``, with INIT_FROM's weights loaded when there are any.
 
     Raises:
-        CheckpointError: the weights cannot be loaded (the message names the file and the fix).
+        InitFromError: the weights cannot be loaded, or no longer fit ``choice.config`` (checked on the
+            meta device before the model is allocated); the engine's message is quoted, escaped.
     """
-    model = GPT(choice.config)
     if choice.path is None:
-        model = model.to(device)
+        model = GPT(choice.config).to(device)
         return model, [f"✅ `model` created: {count_parameters(model).total:,} parameters on {device}"]
-    try:
+    try:  # the file may have changed since Cell 11: checked again before anything is allocated
+        check_model_fits(choice.path, choice.config)
+        model = GPT(choice.config)
         report = load_model_weights(model, choice.path, device)
     except CheckpointError as error:
         raise InitFromError(
-            f"INIT_FROM = {safe_text(choice.setting)!r}: the weights could not be loaded.\n{error}"
+            f"INIT_FROM = {safe_text(choice.setting)!r}: the weights could not be loaded.\n{_escaped(error)}"
         ) from error
     model.train()  # load_model_weights leaves eval mode; training comes next
     lines = [
@@ -177,3 +179,11 @@ def build_initial_model(choice: InitChoice, device: torch.device | str) -> tuple
         + (", each verified bit-for-bit" if report.verified else ""),
     ]
     return model, lines + [f"   ℹ️  {safe_text(note)}" for note in report.source_notes]
+
+
+def _escaped(error: BaseException) -> str:
+    """The error's lines, bounded (60 of 2,000 characters), each with any control character escaped.
+
+    CheckpointError escapes what a file put into its message (a file name holding ``\\x1b[2J``
+    would clear the cell's output); this keeps Cell 13's output safe and short whatever it quotes."""
+    return "\n".join(safe_text(line, 2000) for line in str(error).split("\n")[:60])

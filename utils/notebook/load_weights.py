@@ -26,6 +26,7 @@ from typing import Any
 
 import torch
 
+from utils.notebook.durability import wait_for_pending_saves
 from utils.notebook.panels import (
     render_available_checkpoints,
     render_device_failure,
@@ -122,7 +123,8 @@ def load_weights_cell(
     picker: bool = False,
     out: Callable[[str], None] = print,
 ) -> Any:
-    """Everything Cell 34 does: check, list, select, load, verify, print the panels.
+    """Everything Cell 34 does: wait for a pending background save, check, list, select, load,
+    verify, print the panels.
 
     Args:
         namespace: the notebook's ``globals()``: ``model`` is read from it (and loaded
@@ -153,6 +155,7 @@ def load_weights_cell(
         trust_pickle=trust_pickle, check_integrity=check_integrity, strict=strict, freeze_loaded=freeze_loaded,
         device=device,
     )  # fmt: skip
+    wait_for_pending_saves(out)  # a checkpoint still being written in the background is listed complete
     report, listing = _load_by_priority(namespace, checkpoint_dir, manual_path, options, out)
     if not picker:
         return report

@@ -64,15 +64,18 @@ class MemoryEstimate:
     optimizer: int
     activations: int
     available: int | None
-    # The epoch-start copy of the weights the loop keeps in host RAM for the history's per-layer
-    # change record; part of `total` when training runs on the CPU (the same memory), else host RAM.
-    snapshot: int = 0
+    snapshot: int = 0  # host memory for background saves (ASYNC_SAVE): a copy of weights + AdamW state
+    # On the CPU the host copies (snapshot, epoch_copy) share training's memory; beside a GPU they are host RAM.
     snapshot_in_total: bool = True
+    host_available: int | None = None  # host RAM, when the snapshot does not share training's memory
+    # The epoch-start copy of the weights the loop keeps in host RAM for the history's per-layer
+    # change record (Cell 37).
+    epoch_copy: int = 0
 
     @property
     def total(self) -> int:
-        extra = self.snapshot if self.snapshot_in_total else 0
-        return self.weights + self.gradients + self.optimizer + self.activations + extra
+        shared = self.snapshot + self.epoch_copy if self.snapshot_in_total else 0
+        return self.weights + self.gradients + self.optimizer + self.activations + shared
 
     @property
     def fits(self) -> bool | None:
@@ -84,11 +87,16 @@ class MemoryEstimate:
             f"🧮 Training memory estimate{where}: ~{format_bytes(self.total)}",
             f"   weights {format_bytes(self.weights)} + gradients {format_bytes(self.gradients)} + "
             f"AdamW state {format_bytes(self.optimizer)} + activations ~{format_bytes(self.activations)}"
-            + (f" + epoch-start copy {format_bytes(self.snapshot)}" if self.snapshot_in_total else ""),
+            + (
+                f" + snapshot for background saves {format_bytes(self.snapshot)}"
+                if self._shared_snapshot
+                else ""
+            )
+            + (f" + epoch-start copy {format_bytes(self.epoch_copy)}" if self.snapshot_in_total else ""),
         ]
         if not self.snapshot_in_total:
             lines.append(
-                f"   + host RAM: epoch-start copy of the weights {format_bytes(self.snapshot)} "
+                f"   + host RAM: epoch-start copy of the weights {format_bytes(self.epoch_copy)} "
                 "(for the per-layer change record, Cell 37)"
             )
         if self.available is None:
@@ -99,8 +107,26 @@ class MemoryEstimate:
             lines.append(
                 f"❌ Probably does not fit in {format_bytes(self.available)}: lower BATCH_SIZE, "
                 "use MIXED_PRECISION, or pick a smaller MODEL_PRESET"
+                + (", or set ASYNC_SAVE = False" if self._shared_snapshot else "")
             )
+        if self.snapshot and not self.snapshot_in_total:
+            lines.append(self._host_line())
         return lines
+
+    @property
+    def _shared_snapshot(self) -> bool:
+        return bool(self.snapshot) and self.snapshot_in_total
+
+    def _host_line(self) -> str:
+        line = f"🧠 Host RAM for background saves (ASYNC_SAVE): ~{format_bytes(self.snapshot)} pinned, held between saves"
+        if self.host_available is None:
+            return line
+        if self.snapshot < 0.8 * self.host_available:
+            return line + f" ({format_bytes(self.host_available)} RAM)"
+        return (
+            line
+            + f": ❌ probably too much for {format_bytes(self.host_available)} of RAM; set ASYNC_SAVE = False"
+        )
 
 
 def estimate_memory(
@@ -109,6 +135,7 @@ def estimate_memory(
     available: int | None,
     *,
     device: torch.device | str | None = None,
+    async_save: bool = False,
 ) -> MemoryEstimate:
     """A rough upper bound on training memory for ``model`` with AdamW.
 
@@ -119,6 +146,8 @@ def estimate_memory(
 
     Args:
         device: where training runs (default: where the model's parameters are).
+        async_save: background saves keep a host copy of the weights and AdamW state
+            (``checkpoint_size_bytes``): part of the total on a CPU, host RAM beside a GPU.
     """
     params = sum(p.numel() for p in model.parameters())
     bytes_per = next(model.parameters()).element_size()
@@ -132,9 +161,17 @@ def estimate_memory(
         optimizer=ADAM_STATES * params * 4,
         activations=activations,
         available=available,
-        snapshot=snapshot_bytes(model),
+        snapshot=checkpoint_size_bytes(model) if async_save else 0,
         snapshot_in_total=device.type == "cpu",
+        host_available=_host_ram() if async_save else None,
+        epoch_copy=snapshot_bytes(model),
     )
+
+
+def _host_ram() -> int | None:
+    from utils.notebook.runtime import _total_ram_bytes
+
+    return _total_ram_bytes()
 
 
 def available_memory(device: torch.device) -> int | None:

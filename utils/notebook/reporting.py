@@ -36,6 +36,15 @@ def training_summary(run) -> list[str]:
     if run.best_checkpoint:  # the best file this session wrote, not the folder's (another run's) best
         lines.append(f"💾 Best checkpoint written this session: {run.best_checkpoint}")
     lines.append(f"💾 Checkpoints written this session: {len(run.checkpoints)}")
+    if getattr(run, "save_wait_s", 0.0) > 0.05:
+        lines.append(
+            f"⏳ Training waited {format_duration(run.save_wait_s)} in all for earlier background saves to finish "
+            "(raise SAVE_EVERY_STEPS to avoid it)"
+        )
+    mirror = getattr(run, "mirror", None)
+    if mirror is not None:
+        failed = f", {len(mirror.failures)} failed (see above)" if mirror.failures else ""
+        lines.append(f"☁️  Mirror {mirror.folder}: {len(mirror.copied)} copied and verified{failed}")
     if run.stop_reason:
         lines.append(f'⏹  Stopped early: {run.stop_reason} (set RESUME = "latest" to continue)')
     lines += [f"⚠️  {failure}" for failure in run.save_failures]

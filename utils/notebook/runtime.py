@@ -126,12 +126,18 @@ def resolve_preset(setting: str, device: torch.device) -> tuple[str, str]:
 
 @dataclass(frozen=True)
 class DriveChoice:
-    """Where checkpoints and outputs go after the Drive cell, and why."""
+    """Where checkpoints, their mirror and outputs go after the Drive cell, and why.
+
+    ``checkpoint_dir`` is where training writes (the fast local disk); ``mirror_dir`` the
+    folder every checkpoint is copied to in the background (Drive, or Cell 3's MIRROR_DIR),
+    None without one.
+    """
 
     checkpoint_dir: str
     output_dir: str
     on_drive: bool
     message: str
+    mirror_dir: str | None = None
 
 
 def use_drive(
@@ -140,44 +146,53 @@ def use_drive(
     output_dir: str,
     drive_folder: str = "MyDrive/gpt-checkpoints",
     *,
+    mirror_dir: str | None = None,
     colab: bool | None = None,
     mount: Callable[[str], None] | None = None,
     drive_root: str = DEFAULT_DRIVE_ROOT,
 ) -> DriveChoice:
-    """Move the checkpoint and output folders onto Google Drive when asked and possible.
+    """Mount Google Drive when asked and possible; checkpoints stay local first, mirrored to Drive.
 
-    The Colab VM's disk is wiped when the runtime is recycled; Drive survives it.
+    The Colab VM's disk is wiped when the runtime is recycled; Drive survives it, but it is
+    slow, and a disconnect in the middle of a write to it is common. So training writes to
+    the local disk (``checkpoint_dir``, unchanged) and each finished checkpoint is copied to
+    the Drive folder in the background (``mirror_dir``); outputs go to Drive directly.
 
     Args:
         enabled: the USE_DRIVE setting.
-        checkpoint_dir, output_dir: the current folders (kept when Drive is not used).
+        checkpoint_dir, output_dir: the current folders (the output folder moves to Drive).
         drive_folder: folder inside the mounted Drive, e.g. "MyDrive/gpt-checkpoints".
+        mirror_dir: the MIRROR_DIR setting: a mirror folder of the user's choice ("" or None:
+            none, or, with Drive, ``<drive_folder>/<name of checkpoint_dir>``).
         colab: override the Colab detection (tests).
         mount: the function that mounts Drive at ``drive_root`` (default: google.colab.drive.mount).
     """
     colab = is_colab() if colab is None else colab
-    if not enabled:
-        where = "lost when the Colab runtime is recycled" if colab else "on this machine's disk"
-        return DriveChoice(
-            checkpoint_dir, output_dir, False, f"💾 Drive not used: checkpoints in {checkpoint_dir} ({where})"
-        )
-    if not colab:
-        return DriveChoice(
-            checkpoint_dir, output_dir, False,
-            f"ℹ️  USE_DRIVE is on, but this is not Colab: nothing to mount; checkpoints stay in {checkpoint_dir}",
-        )  # fmt: skip
+    mirror = str(mirror_dir).strip() if mirror_dir else None
+    if not enabled or not colab:
+        if enabled:
+            lead = f"ℹ️  USE_DRIVE is on, but this is not Colab: nothing to mount; checkpoints stay in {checkpoint_dir}"
+        else:
+            where = "lost when the Colab runtime is recycled" if colab else "on this machine's disk"
+            lead = f"💾 Drive not used: checkpoints in {checkpoint_dir} ({where})"
+        tail = f"\n☁️  Mirror: each checkpoint is also copied to {mirror} in the background" if mirror else ""
+        return DriveChoice(checkpoint_dir, output_dir, False, lead + tail, mirror)
     if mount is None:
         from google.colab import drive  # only importable inside Colab
 
         mount = drive.mount
     mount(drive_root)
     base = Path(drive_root) / drive_folder
-    ckpt, out = base / Path(checkpoint_dir).name, base / Path(output_dir).name
-    ckpt.mkdir(parents=True, exist_ok=True)
+    mirror = mirror or str(base / Path(checkpoint_dir).name)
+    out = base / Path(output_dir).name
+    Path(mirror).mkdir(parents=True, exist_ok=True)
     out.mkdir(parents=True, exist_ok=True)
-    return DriveChoice(
-        str(ckpt), str(out), True, f"☁️  Drive mounted: checkpoints in {ckpt}, outputs in {out}"
+    message = (
+        f"☁️  Drive mounted. Checkpoints are written to the local disk first: {checkpoint_dir} (fast; gone "
+        f"when the runtime disconnects)\n   and copied in the background to {mirror} (survives a disconnect; "
+        f"only complete, verified copies appear there).\n   Outputs (plots, manifest, exported weights): {out}"
     )
+    return DriveChoice(checkpoint_dir, str(out), True, message, mirror)
 
 
 def seed_everything(seed: int) -> list[str]:

@@ -17,7 +17,7 @@ from utils.training.settings import TrainConfig
 
 __all__ = ["SETTING_NAMES", "train_config_from"]
 
-# TrainConfig field <- Cell 3 setting. A 0 in the `_OR_NONE` ones means "no limit" on the form.
+# TrainConfig field <- Cell 3 setting.
 SETTING_NAMES = {
     "epochs": "EPOCHS",
     "batch_size": "BATCH_SIZE",
@@ -33,8 +33,11 @@ SETTING_NAMES = {
     "seed": "SEED",
     "mixed_precision": "MIXED_PRECISION",
     "stop_after_epochs": "EPOCHS_THIS_SESSION",
+    "async_save": "ASYNC_SAVE",
+    "mirror_dir": "MIRROR_DIR",  # after Cell 4: the Drive folder with USE_DRIVE
 }
-_ZERO_MEANS_NONE = ("max_batches_per_epoch", "eval_batches", "stop_after_epochs")
+# A 0 (or "") in these means "no limit" / "none" on the form.
+_ZERO_MEANS_NONE = ("max_batches_per_epoch", "eval_batches", "stop_after_epochs", "mirror_dir")
 
 
 def train_config_from(settings: Mapping[str, Any], device: torch.device | str) -> TrainConfig:
@@ -57,5 +60,7 @@ def train_config_from(settings: Mapping[str, Any], device: torch.device | str) -
     values = {field: settings[name] for field, name in SETTING_NAMES.items()}
     for field in _ZERO_MEANS_NONE:
         values[field] = values[field] or None
+    if isinstance(values["mirror_dir"], str):
+        values["mirror_dir"] = values["mirror_dir"].strip() or None
     init_from = str(settings.get("INIT_FROM") or "").strip() or "scratch"  # optional: older notebooks lack it
     return TrainConfig(**values, device=str(device), init_from=init_from)

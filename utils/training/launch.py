@@ -87,8 +87,14 @@ def _add_config_flags(group: argparse._ArgumentGroup) -> None:
             group.add_argument(
                 flag, type=_optional_int, default=default, help=f"{help_text}; {_OPTIONAL_INT_HELP}"
             )
+        elif hint == str | None:
+            group.add_argument(flag, type=_optional_str, default=default, help=f"{help_text}; '' for none")
         else:  # a new field of another type must get its flag here, not silently no flag
             raise TypeError(f"TrainConfig.{field.name}: no command-line flag for type {hint!r}")
+
+
+def _optional_str(text: str) -> str | None:
+    return text.strip() or None
 
 
 def _optional_int(text: str) -> int | None:

@@ -13,7 +13,9 @@ lists it; ``TrainConfig.stop_on_save_error=True`` stops instead.
 
 from __future__ import annotations
 
+import functools
 import time
+import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
@@ -24,6 +26,7 @@ import torch
 from utils.data.batches import Batch, EpochBatches
 from utils.training import progress as _progress
 from utils.training.analysis.epoch_change import EpochStart
+from utils.training.background import LoopSaves, SaveOutcome
 from utils.training.distributed.context import SINGLE_PROCESS, DistributedContext
 from utils.training.engine.checkpoint import RetentionPolicy, save_checkpoint
 from utils.training.engine.errors import CheckpointSaveError
@@ -55,6 +58,9 @@ class _Session:
     progress: bool
     written_val_losses: dict[Path, float | None] = field(default_factory=dict)  # this run's files
     distributed: DistributedContext = SINGLE_PROCESS  # which rank this is; how it averages and saves
+    run_id: str | None = None  # stored in every checkpoint; retention prunes this run's files only
+    saves: LoopSaves | None = None  # background saves and the mirror (set by train())
+    failed_saves: set[Path] = field(default_factory=set)  # background saves that failed after they started
 
 
 def evaluate(
@@ -130,6 +136,17 @@ def train(
         scaler=scaler, resume=resume_state, progress=progress, model_config=model_config,
     )  # fmt: skip
     session.distributed = distributed or SINGLE_PROCESS
+    # A resume continues the run it resumes (its files stay subject to retention); a new run gets
+    # a new id, the same on every rank.
+    session.run_id = (resume_state.run_id if resume_state else None) or session.distributed.broadcast(
+        uuid.uuid4().hex
+    )
+    if session.distributed.has_group and (config.async_save or config.mirror_dir):
+        raise ValueError(
+            "async_save and mirror_dir are for one process: with several processes every rank takes part in "
+            "each save. Leave out --async-save and --mirror-dir (TrainConfig async_save=False, mirror_dir=None)."
+        )
+    session.saves = LoopSaves.open(config, session.checkpoint_dir)
     state = _Position.start(resume_state, train_batches)
     run = session.run
     run.resumed_from = resume_state.checkpoint_path if resume_state else None
@@ -141,7 +158,7 @@ def train(
             _run_epoch(session, state, val_batches, epoch)
             if run.stop_reason:
                 break
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # _finish below still waits for a save in flight: it is never lost
         run.interrupted = True
         run.stop_reason = f"interrupted by the user at step {state.global_step}"
     run.elapsed_s = time.perf_counter() - started
@@ -267,6 +284,9 @@ def _run_epoch(session: _Session, state: _Position, val_batches: list[Batch], ep
         if bar is not None:
             bar.set_postfix_str(f"loss {loss:.4f}", refresh=False)
             bar.update(1)
+        _poll_saves(session, bar)
+        if session.run.stop_reason:  # a background save failed, with stop_on_save_error
+            break
         if session.config.mid_epoch_save_due(state.global_step, index + 1, session.batches.batches_per_epoch):
             metrics = _metrics(state.step_losses[epoch_start:], None, learning_rate)
             saved_mid_epoch.append(_save(session, state, epoch, index + 1, metrics, bar))
@@ -274,7 +294,9 @@ def _run_epoch(session: _Session, state: _Position, val_batches: list[Batch], ep
                 break
     if bar is not None:
         bar.close()
-    line = _progress.mid_epoch_saves_line([path for path in saved_mid_epoch if path is not None])
+    line = _progress.mid_epoch_saves_line(
+        [path for path in saved_mid_epoch if path is not None and path not in session.failed_saves]
+    )
     if line:
         _progress.write(line)
     if not session.run.stop_reason:
@@ -312,7 +334,10 @@ def _end_epoch(
     state.history.append({"epoch": epoch, "global_step": state.global_step, **metrics, **changes})
     path = _save(session, state, epoch, session.batches.batches_per_epoch, metrics, None)
     session.run.epochs_completed = epoch + 1
-    _progress.write(_progress.epoch_line(epoch, session.config.epochs, state.global_step, metrics, path))
+    background = session.saves is not None and session.saves.background
+    _progress.write(
+        _progress.epoch_line(epoch, session.config.epochs, state.global_step, metrics, path, background)
+    )
 
 
 def _train_step(session: _Session, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
@@ -345,36 +370,95 @@ def _metrics(epoch_losses: list[float], val_loss: float | None, learning_rate: f
 
 
 def _save(session: _Session, state: _Position, epoch: int, batch_in_epoch: int, metrics, bar) -> Path | None:
-    """Write a checkpoint; a failure is reported (and stops the run only when configured to)."""
+    """Write a checkpoint (or start writing it in the background); a failure is reported
+    (and stops the run only when configured to)."""
     config = session.config
-    save = session.distributed.save_checkpoint if session.distributed.has_group else save_checkpoint
+    where = f"epoch {epoch + 1}, step {state.global_step}"
+    save = functools.partial(  # every argument is evaluated now: the state of this step
+        save_checkpoint if not session.distributed.has_group else session.distributed.save_checkpoint,
+        session.checkpoint_dir,
+        session.model,
+        session.optimizer,
+        epoch=epoch,
+        global_step=state.global_step,
+        metrics=metrics,
+        scheduler=session.scheduler,
+        scaler=session.scaler,
+        history=state.history,
+        config=session.stored_config,
+        rng_state=capture_rng_state(),
+        data_state=session.distributed.describe_data(_data_state(session.batches, epoch, batch_in_epoch)),
+        step_losses=torch.tensor(state.step_losses, dtype=torch.float64),
+        retention=RetentionPolicy(keep_best=config.keep_best, keep_last=config.keep_last),
+        run_id=session.run_id,
+    )
+    if session.saves is not None and session.saves.background:
+        return _save_in_background(session, save, where, metrics, bar)
     try:
-        path = save(
-            session.checkpoint_dir,
-            session.model,
-            session.optimizer,
-            epoch=epoch,
-            global_step=state.global_step,
-            metrics=metrics,
-            scheduler=session.scheduler,
-            scaler=session.scaler,
-            history=state.history,
-            config=session.stored_config,
-            rng_state=capture_rng_state(),
-            data_state=session.distributed.describe_data(_data_state(session.batches, epoch, batch_in_epoch)),
-            step_losses=torch.tensor(state.step_losses, dtype=torch.float64),
-            retention=RetentionPolicy(keep_best=config.keep_best, keep_last=config.keep_last),
-        )
+        path = save()
     except CheckpointSaveError as error:
-        where = f"epoch {epoch + 1}, step {state.global_step}"
-        session.run.save_failures.append(f"{where}: {error}")
-        _progress.write(_progress.save_failure_message(where, error, config.stop_on_save_error), bar)
-        if config.stop_on_save_error:
-            session.run.stop_reason = f"checkpoint save failed at {where}"
+        _save_failed(session, where, error, bar)
         return None
+    _save_done(session, path, metrics)
+    if session.saves is not None and session.saves.mirror is not None:
+        session.saves.mirror.enqueue(path)  # a background writer does this itself once the file is complete
+    return path
+
+
+def _save_in_background(session: _Session, save, where: str, metrics, bar) -> Path | None:
+    """Wait for the previous background save (say so when it had to), record it, start this one."""
+    saves = session.saves
+    previous = saves.in_flight_name
+    outcomes, waited = saves.wait_for_previous()
+    session.run.save_wait_s = saves.waited_s
+    if waited > 0:
+        _progress.write(_progress.save_wait_line(waited, previous), bar)
+    _record_saves(session, outcomes, bar)
+    if session.run.stop_reason:  # the previous save failed with stop_on_save_error: no new one
+        return None
+    try:
+        return saves.start(lambda writer: save(blocking=False, writer=writer), where, metrics)
+    except CheckpointSaveError as error:  # the state could not be copied to host memory
+        _save_failed(session, where, error, bar)
+        return None
+
+
+def _save_done(session: _Session, path: Path, metrics) -> None:
     session.run.checkpoints.append(path)
     session.written_val_losses[path] = metrics.get("val_loss")
-    return path
+
+
+def _save_failed(session: _Session, where: str, error: BaseException, bar) -> None:
+    config = session.config
+    session.run.save_failures.append(f"{where}: {error}")
+    _progress.write(_progress.save_failure_message(where, error, config.stop_on_save_error), bar)
+    if config.stop_on_save_error:
+        session.run.stop_reason = f"checkpoint save failed at {where}"
+
+
+def _record_saves(session: _Session, outcomes: list[SaveOutcome], bar) -> None:
+    """What finished in the background: a written file joins the run, a failure is reported now."""
+    for outcome in outcomes:
+        if outcome.error is None:
+            _save_done(session, outcome.path, outcome.metrics)
+        else:
+            session.failed_saves.add(outcome.path)
+            _save_failed(session, outcome.where, outcome.error, bar)
+
+
+def _poll_saves(session: _Session, bar) -> None:
+    """After each step: record a background save that finished, report mirror failures, show the mirror."""
+    saves = session.saves
+    if saves is None:
+        return
+    _record_saves(session, saves.finished(), bar)
+    for failure in saves.mirror_failures():
+        _progress.write(
+            _progress.mirror_failure_message(failure.name, saves.mirror.folder, failure.reason), bar
+        )
+    status = saves.mirror_status()
+    if bar is not None and status is not None and (status.failures or not status.up_to_date):
+        bar.set_postfix_str(f"{bar.postfix} | {status.short()}", refresh=False)
 
 
 def _data_state(batches: EpochBatches, epoch: int, batch_in_epoch: int) -> dict[str, int]:
@@ -387,6 +471,7 @@ def _data_state(batches: EpochBatches, epoch: int, batch_in_epoch: int) -> dict[
 
 
 def _finish(session: _Session, state: _Position) -> None:
+    _settle_saves(session)
     run = session.run
     run.history, run.step_losses, run.global_step = state.history, state.step_losses, state.global_step
     run.best_val_loss = state.best_val_loss
@@ -395,6 +480,40 @@ def _finish(session: _Session, state: _Position) -> None:
         print(f"⏹  Training stopped: {run.stop_reason}. Resume with RESUME='latest'.")
     if run.save_failures:
         print(f"⚠️  {len(run.save_failures)} checkpoint save(s) failed; see the warnings above.")
+
+
+def _settle_saves(session: _Session) -> None:
+    """Wait for the background save in flight and for the mirror; report what they did.
+
+    The run never ends with a save silently pending. A second interrupt stops the waiting,
+    not the writing: the threads finish on their own (and Cell 33 waits for them).
+    """
+    saves, run = session.saves, session.run
+    if saves is None:
+        return
+    try:
+        if saves.background and saves.in_flight_name:
+            print(f"⏳ Waiting for the last checkpoint ({saves.in_flight_name}) to be written ...")
+        _record_saves(session, saves.wait_for_all(), None)
+        if saves.mirror is not None:
+            saves.mirror.retry_failed()  # once: a copy that failed mid-run may succeed now
+            status = saves.mirror.status()
+            if not status.up_to_date:
+                print(f"⏳ Waiting for the mirror to copy {status.behind} file(s) to {status.folder} ...")
+            saves.mirror.wait()
+    except KeyboardInterrupt:
+        run.interrupted = True
+        print(
+            "⚠️  Stopped waiting: a checkpoint or a mirror copy is still being written in the background. "
+            "It completes on its own; Cells 33-34 wait for it."
+        )
+    run.save_wait_s = saves.waited_s
+    for failure in saves.mirror_failures():
+        print(_progress.mirror_failure_message(failure.name, saves.mirror.folder, failure.reason))
+    run.mirror = saves.mirror_status()
+    if run.mirror is not None:
+        print("\n".join(run.mirror.lines()))
+    saves.close()
 
 
 def _best_written(session: _Session) -> Path | None:

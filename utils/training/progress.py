@@ -15,7 +15,15 @@ from tqdm.std import tqdm
 
 from utils.training.engine.naming import parse_checkpoint_filename, parse_checkpoint_foldername
 
-__all__ = ["progress_bar", "write", "epoch_line", "mid_epoch_saves_line", "save_failure_message"]
+__all__ = [
+    "progress_bar",
+    "write",
+    "epoch_line",
+    "mid_epoch_saves_line",
+    "save_failure_message",
+    "save_wait_line",
+    "mirror_failure_message",
+]
 
 
 def progress_bar(total: int, initial: int, desc: str, enabled: bool = True) -> tqdm | None:
@@ -42,9 +50,15 @@ def write(message: str, bar: tqdm | None = None) -> None:
         print(message, flush=True)
 
 
-def epoch_line(epoch: int, epochs: int, global_step: int, metrics: dict, path: Path | None) -> str:
-    """``Epoch 2/4 | step 24 | train_loss 2.3456 | val_loss 2.3012 | lr 3.00e-04 | saved <file>``."""
-    saved = f" | saved {path.name}" if path is not None else " | NOT SAVED"
+def epoch_line(
+    epoch: int, epochs: int, global_step: int, metrics: dict, path: Path | None, background: bool = False
+) -> str:
+    """``Epoch 2/4 | step 24 | train_loss 2.3456 | val_loss 2.3012 | lr 3.00e-04 | saved <file>``.
+
+    ``background``: the file is being written in the background ("saving <file>"); a failure
+    is reported when the write ends.
+    """
+    saved = f" | {'saving' if background else 'saved'} {path.name}" if path is not None else " | NOT SAVED"
     head = f"Epoch {epoch + 1}/{epochs} | step {global_step}"
     if metrics.get("train_loss") is None:
         return head + saved
@@ -74,4 +88,21 @@ def save_failure_message(where: str, error: Exception, stops: bool) -> str:
         f"⚠️  CHECKPOINT NOT SAVED ({where}): {error}\n"
         f"   {outcome} Fix the cause (free disk space, reconnect Google Drive, check "
         "CHECKPOINT_DIR) so that the next save succeeds."
+    )
+
+
+def save_wait_line(seconds: float, previous: str | None) -> str:
+    """Said when a save had to wait for the previous background save to finish."""
+    return (
+        f"⏳ waited {seconds:.1f} s for the previous checkpoint ({previous}) to finish writing: saves come "
+        "faster than the disk takes them (raise SAVE_EVERY_STEPS to stop the waits)"
+    )
+
+
+def mirror_failure_message(name: str, folder: Path, reason: str) -> str:
+    """The warning for a checkpoint that could not be copied to the mirror folder."""
+    return (
+        f"⚠️  MIRROR COPY FAILED ({name} -> {folder}): {reason}\n"
+        "   Training continues and the local file is complete; the mirror lacks this copy. Check that the "
+        "mirror folder is reachable (Google Drive mounted, quota not full)."
     )

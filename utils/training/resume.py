@@ -76,6 +76,7 @@ class ResumeState:
     data_state: dict[str, Any] | None = None
     training_config: dict[str, Any] | None = None
     scaler_state: dict[str, Any] | None = None  # kept when no scaler was given to restore into
+    run_id: str | None = None  # the resumed run's id: its checkpoints stay under one retention
 
     @property
     def exact(self) -> bool:
@@ -174,7 +175,7 @@ def restore_training_state(
         if obj is not None:
             _check_parts(path, obj)  # a malformed part fails here, before anything is changed
         with checkpoint.weights() as weights:
-            state = ResumeState(checkpoint_path=path, kind=record.kind)
+            state = ResumeState(checkpoint_path=path, kind=record.kind, run_id=record.run_id)
             config = obj.get(fmt.CONFIG_KEY) if obj is not None else record.config
             fitted = fit_weights(path, weights, model, config, max_lines=4, then="then resume")
             _note_fit(fitted, state)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,9 @@ class TrainConfig:
     stop_on_save_error: bool = False
     # Where the first weights came from (Cell 3's INIT_FROM): "scratch", a checkpoint path or a hub name.
     init_from: str = "scratch"
+    async_save: bool = False  # True: the loop waits only for a copy to host memory; a thread writes the file
+    # a second folder (Google Drive) every checkpoint is copied to, in the background
+    mirror_dir: str | None = None
 
     def __post_init__(self) -> None:
         positive = ("epochs", "batch_size", "keep_last")
@@ -51,6 +55,17 @@ class TrainConfig:
             raise ValueError(f"need learning_rate > 0 and 0 <= min_lr_ratio <= 1, got {self.learning_rate=}")
         if self.mixed_precision not in PRECISIONS:
             raise ValueError(f"TrainConfig.mixed_precision must be one of {PRECISIONS}")
+        self._check_saving()
+
+    def _check_saving(self) -> None:
+        if not isinstance(self.async_save, bool):
+            raise ValueError(f"TrainConfig.async_save must be True or False, got {self.async_save!r}")
+        if self.mirror_dir is not None:
+            if not isinstance(self.mirror_dir, (str, os.PathLike)) or not str(self.mirror_dir).strip():
+                raise ValueError(
+                    f"TrainConfig.mirror_dir must be a folder path, or None for no mirror, got {self.mirror_dir!r}"
+                )
+            self.mirror_dir = str(self.mirror_dir)  # stored in checkpoints: a plain string
 
     # The save rule lives here, used by the training loop and by the notebook's plan (Cell 26),
     # so the number of checkpoints the plan announces is the number the loop writes.
@@ -113,6 +128,8 @@ class TrainingRun:
     save_failures: list[str] = field(default_factory=list)
     resumed_from: Path | None = None
     elapsed_s: float = 0.0
+    save_wait_s: float = 0.0  # time the loop waited for a previous background save to finish
+    mirror: Any = None  # the mirror's engine.mirror.MirrorStatus at the end (None: no mirror)
 
     @property
     def train_losses(self) -> list[float | None]:

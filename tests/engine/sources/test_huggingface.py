@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 
@@ -18,7 +19,7 @@ from utils.training.engine import (
     load_model_weights,
     scan_checkpoints,
 )
-from utils.training.engine.sources import read_record
+from utils.training.engine.sources import read_record, safetensors_files
 
 from .conftest import OUR_SETTINGS, logits, our_gpt
 from .hf_files import bin_folder, hub_base_file, safetensors_bytes, sharded_folder, torch_state_dict_file
@@ -94,6 +95,14 @@ BAD_FOLDERS = [
      CorruptCheckpointError, "names 1 shard.* that the folder lacks: model-00001-of-00002"),
     ("outside", dict(index={"transformer.wte.weight": "../secret.safetensors"}),
      CorruptCheckpointError, "not a file of its own folder"),
+    ("activation-list", dict(config={"model_type": "gpt2", "activation_function": []}),
+     ArchitectureMismatchError, r"has an activation_function that is a JSON array \(\[\]\), not a name"),
+    ("activation-object", dict(config={"model_type": "gpt2", "activation_function": {"a": 1}}),
+     ArchitectureMismatchError, r"activation_function that is a JSON object \(\{'a': 1\}\)"),
+    ("index-list", dict(index={"transformer.wte.weight": ["model.safetensors"]}), CorruptCheckpointError,
+     r"maps tensor 'transformer.wte.weight' to \['model.safetensors'\] \(a JSON array\), not a shard file name"),
+    ("config-objects", dict(config={"model_type": "gpt2", "x": [{}] * 2_000}), CorruptCheckpointError,
+     r"refused: the folder's config.json is not parsed: it holds 2,002 objects and arrays \(at most 1,000\)"),
 ]  # fmt: skip
 
 
@@ -120,6 +129,21 @@ class TestBadHuggingFace:
         reasons = {path.name: reason for path, reason in result.skipped}
         assert set(reasons) == {name for name, *_ in BAD_FOLDERS}
         assert "llama" in reasons["llama"] and "no weights" in reasons["no-weights"]
+
+    def test_a_long_activation_name_is_refused_in_a_short_escaped_message(self, hf_folder, tmp_path):
+        """It never reaches the loader's activation warning (which would quote it whole)."""
+        config = json.loads((hf_folder / "config.json").read_text())
+        folder = _bad_folder(
+            tmp_path, hf_folder, "long", config={**config, "activation_function": "\u202e" + "x" * 100_000}
+        )
+        model = our_gpt()
+        before = snapshot(model)
+        with pytest.raises(
+            ArchitectureMismatchError, match=r"uses activation_function '\\\\u202exxx"
+        ) as caught:
+            load_model_weights(model, folder, "cpu")
+        assert len(str(caught.value)) < 1_000 and "\u202e" not in str(caught.value)
+        assert_unchanged(model, before)
 
     def test_a_header_that_lies_about_offsets(self, tmp_path):
         path = tmp_path / "lying.safetensors"
@@ -157,6 +181,37 @@ class TestHuggingFaceRecord:
     def test_a_listing_of_the_folder_itself_is_one_entry(self, hf_folder):
         (entry,) = list_checkpoints(hf_folder)
         assert (entry.kind, entry.name) == ("huggingface", hf_folder.name)
+
+    def test_shards_holding_no_tensor_are_refused(self, hf_folder, tmp_path):
+        """Before: listed as a Hugging Face checkpoint of 0 tensors (an index over thousands of empty shards)."""
+        empty = safetensors_bytes({"__metadata__": {}}, b"")
+        folder = _bad_folder(
+            tmp_path, hf_folder, "empty", index={f"t{i}": f"s{i}.safetensors" for i in range(3)}
+        )
+        for i in range(3):
+            (folder / f"s{i}.safetensors").write_bytes(empty)
+        with pytest.raises(CorruptCheckpointError, match=r"its 3 weight file\(s\) hold no tensor"):
+            read_record(folder)
+
+    def test_shards_are_opened_one_at_a_time(self, hf_folder, tmp_path, monkeypatch):
+        """A listing never holds every shard open (a crafted index of thousands: 'Too many open files')."""
+        folder = sharded_folder(hf_folder, tmp_path / "sharded")
+        opened, most = [], []
+        real = safetensors_files.open_untrusted
+
+        @contextlib.contextmanager
+        def counting(path):
+            with real(path) as handle:
+                opened.append(path)
+                most.append(len(opened))
+                try:
+                    yield handle
+                finally:
+                    opened.pop()
+
+        monkeypatch.setattr(safetensors_files, "open_untrusted", counting)
+        assert read_record(folder).tensor_count == 28
+        assert (len(most), max(most)) == (2, 1)
 
 
 class TestBuildFromHuggingFace:

@@ -25,9 +25,10 @@ from utils.training.engine.dcp_index import read_dcp_metadata, tensor_entries
 from utils.training.engine.dcp_reading import load_dcp
 from utils.training.engine.errors import NotACheckpointError, ResumeError
 from utils.training.engine.prefixes import strip_wrapper_prefixes, unwrap_model
+from utils.training.engine.record import clean_run_id
 from utils.training.engine.sharded_folder import (
     TRAIN_STATE_NAME,
-    rank_file_name,
+    rank_parts,
     read_folder_record,
     read_part,
     world_size_of,
@@ -84,17 +85,18 @@ def _folder_into_shards(context, folder: Path, model, optimizer, scheduler, scal
     metadata = read_dcp_metadata(folder)
     model_state, optimizer_state = get_state_dict(model, optimizer)
     _check_names(folder, model_state, tensor_entries(metadata))
+    record = read_folder_record(folder)  # confirmed against the folder; the parts read before any weight
+    written = world_size_of(record) or 1
+    shared = read_part(folder, TRAIN_STATE_NAME)
+    ranks = [part.get("rng_state") for part in rank_parts(folder, written)]
     wanted = {"model": model_state, "optimizer": optimizer_state}
     load_dcp(folder, wanted, metadata=metadata)
-    shared = read_part(folder, TRAIN_STATE_NAME)
-    own = read_part(folder, rank_file_name(0))
-    obj = {**shared, fmt.RNG_STATE_KEY: own.get("rng_state")}
-    state = ResumeState(checkpoint_path=folder, kind="sharded")
+    obj = {**shared, fmt.RNG_STATE_KEY: ranks[0]}
+    run_id = clean_run_id(record.get(fmt.RUN_ID_KEY))
+    state = ResumeState(checkpoint_path=folder, kind="sharded", run_id=run_id)
     restore_run_parts(folder, obj, state, optimizer, scheduler, scaler)
     set_state_dict(model, optimizer, model_state_dict=wanted["model"], optim_state_dict=wanted["optimizer"])
-    written = world_size_of(read_folder_record(folder)) or 1
     state.restored[:0] = [f"model weights and optimizer (DCP: {written} -> {context.world_size} process(es))"]
-    ranks = [read_part(folder, rank_file_name(r)).get("rng_state") for r in range(written)]
     return state, ranks
 
 
@@ -116,7 +118,7 @@ def _file_into_shards(path: Path, model, optimizer, scheduler, scaler):
     model_state, _ = get_state_dict(model, optimizer)
     weights, _ = strip_wrapper_prefixes(weights, model_keys=model_state)
     _check_names(path, model_state, weights)  # before anything changes
-    state = ResumeState(checkpoint_path=path, kind=kind)
+    state = ResumeState(checkpoint_path=path, kind=kind, run_id=clean_run_id(obj.get(fmt.RUN_ID_KEY)))
     restore_run_parts(path, obj, state, optimizer, scheduler, scaler)
     saved = obj.get(fmt.OPTIMIZER_STATE_KEY)
     named = named_optimizer_state(saved, optimizer, model) if saved else {}
@@ -167,7 +169,7 @@ def _rank_generators(source: Path) -> list[Any] | None:
     """Every rank's generator states stored with the checkpoint (None when it has none)."""
     if source.is_dir():
         world = world_size_of(read_folder_record(source)) or 0
-        return [read_part(source, rank_file_name(r)).get("rng_state") for r in range(world)]
+        return [part.get("rng_state") for part in rank_parts(source, world)]
     with open_checkpoint(source) as checkpoint:
         rng = (checkpoint.training_state() or {}).get(fmt.RNG_STATE_KEY)
         return _copied(rng.get(RANKS_KEY)) if isinstance(rng, dict) else None  # out of the closing map

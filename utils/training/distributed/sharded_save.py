@@ -8,7 +8,8 @@ The steps (the layout is in ``engine.sharded_folder``):
    ``get_state_dict``: each rank its own part, rank 0 DCP's ``.metadata``), then its
    own random generators and data position (``rank_NNNNN.pt``);
 3. when every rank has succeeded, rank 0 writes ``train_state.pt`` and our JSON record
-   last, fsyncs, renames the folder to its final name and applies retention.
+   last (stating every file of the folder with its size, and ``.metadata``'s CRC-32, which
+   every reader confirms), fsyncs, renames the folder to its final name and applies retention.
 
 A save killed at any point leaves at most a temporary folder, which the listing never
 shows and the next save deletes. A failure on any rank is raised on every rank as the
@@ -39,7 +40,14 @@ from utils.training.engine.checkpoint import (
 )
 from utils.training.engine.errors import CheckpointSaveError
 from utils.training.engine.naming import checkpoint_foldername, temporary_path_for
-from utils.training.engine.sharded_folder import LAYOUT, RECORD_NAME, TRAIN_STATE_NAME, rank_file_name
+from utils.training.engine.sharded_folder import (
+    FOLDER_FACTS_KEY,
+    LAYOUT,
+    RECORD_NAME,
+    TRAIN_STATE_NAME,
+    folder_facts,
+    rank_file_name,
+)
 
 __all__ = ["save_sharded_checkpoint"]
 
@@ -89,7 +97,7 @@ def save_sharded_checkpoint(
         failure = _commit(context, temporary, final, checkpoint)
     _agree(context, final, temporary, failure if context.is_main else None)
     if context.is_main and retention is not None:
-        apply_retention(folder, retention, protect=[final])
+        apply_retention(folder, retention, protect=[final], run_id=checkpoint.get(fmt.RUN_ID_KEY))
     return final
 
 
@@ -156,6 +164,7 @@ def _commit(context, temporary: Path, final: Path, checkpoint: dict[str, Any]) -
     try:
         check_weights_only_safe(shared, "train_state")
         _write_torch(temporary / TRAIN_STATE_NAME, shared)
+        record[FOLDER_FACTS_KEY] = folder_facts(temporary)  # every file, which readers confirm
         _write_bytes(temporary / RECORD_NAME, json.dumps(record, default=_json_default).encode("utf-8"))
         fsync_directory(temporary)
         os.rename(temporary, final)  # atomic; fails (never merges) when the name exists

@@ -32,7 +32,6 @@ __all__ = [
     "archive_root",
     "end_record",
     "first_entry",
-    "has_end_record",
     "last_entry",
     "member_data_offset",
     "read_entries",
@@ -100,15 +99,6 @@ def append_member(file: BinaryIO, name: str, data: bytes) -> str:
         member = f"{archive_root(archive.namelist())}/{name}"
         archive.writestr(member, data)
     return member
-
-
-def has_end_record(file: BinaryIO) -> bool:
-    """True when the file ends with a complete zip end-of-central-directory record."""
-    try:
-        end_record(file)
-    except ArchiveError:
-        return False
-    return True
 
 
 def end_record(file: BinaryIO) -> EndRecord:
@@ -232,6 +222,8 @@ def _parse_entry(block: bytes, position: int) -> tuple[ZipEntry, int]:
     name = block[start : start + name_len].decode("utf-8", "surrogateescape")
     extra = block[start + name_len : start + name_len + extra_len]
     size, csize, offset = _apply_zip64_extra(extra, fields[9], fields[8], fields[16])
+    if fields[4] == zipfile.ZIP_STORED and size != csize:  # else a reader trusting `size` reads past it
+        raise ArchiveError(f"stored member {name!r} claims {size:,} bytes but holds {csize:,}")
     return ZipEntry(name, fields[4], fields[7], csize, size, offset), end
 
 
@@ -267,6 +259,13 @@ def member_data_offset(file: BinaryIO, entry: ZipEntry, limit: int) -> int:
     local = _LOCAL.unpack(_read_exactly(file, _LOCAL.size))
     if local[0] != b"PK\x03\x04":
         raise ArchiveError(f"member {entry.name!r} has no local header")
+    flags, local_crc, local_csize, local_size = local[2], local[6], local[7], local[8]
+    sizes_known = not flags & 0x08 and _MARK32 not in (
+        local_csize,
+        local_size,
+    )  # no data descriptor, no zip64
+    if sizes_known and (local_csize, local_size, local_crc) != (entry.compressed_size, entry.size, entry.crc):
+        raise ArchiveError(f"member {entry.name!r}'s local header disagrees with the directory")
     start = entry.header_offset + _LOCAL.size + local[9] + local[10]
     if start + entry.compressed_size > limit:
         raise ArchiveError(f"member {entry.name!r} runs past the end of the data")

@@ -15,6 +15,7 @@ import os
 import warnings
 import zipfile
 from collections.abc import Iterable, Mapping
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -22,8 +23,9 @@ import torch
 
 from . import format as fmt
 from .archive import append_member
+from .async_save import BackgroundWriter, default_writer
 from .atomic import atomic_write, free_space_text, remove_stale_temporary_files
-from .errors import CheckpointError, CheckpointSaveError
+from .errors import CheckpointSaveError
 from .naming import CHECKPOINT_SUFFIX, checkpoint_filename, is_temporary_file, parse_checkpoint_filename
 from .prefixes import unwrap_model
 from .retention import RetentionCandidate, RetentionPolicy, select_for_deletion
@@ -62,7 +64,10 @@ def save_checkpoint(
     step_losses: torch.Tensor | None = None,
     retention: RetentionPolicy | None = RetentionPolicy(),  # noqa: B008 (frozen, immutable)
     when: _dt.datetime | None = None,
-) -> Path:
+    run_id: str | None = None,
+    blocking: bool = True,
+    writer: BackgroundWriter | None = None,
+) -> Path | Future:
     """Save a checkpoint atomically into ``checkpoint_dir`` and apply retention.
 
     Args:
@@ -78,13 +83,23 @@ def save_checkpoint(
         history, config, rng_state, data_state, step_losses: see docs/checkpoint-format.md.
         retention: which older checkpoints to delete after the save; None keeps all.
         when: the time stamp for the name and the ``timestamp`` key (default: now).
+        run_id: the training run this save belongs to (``train`` passes one; a resume keeps it).
+            Retention deletes only checkpoints of the same run (None: those saved without one).
+        blocking: False copies the state to host memory (waiting first for the previous
+            background save of ``writer``) and writes the file and applies retention in a
+            background thread (:mod:`async_save`), with the same guarantees.
+        writer: the background writer for ``blocking=False`` (default: the process-wide one).
 
     Returns:
-        The path of the new checkpoint.
+        The path of the new checkpoint; with ``blocking=False`` a ``concurrent.futures.Future``
+        whose result is that path (also ``future.path``) or whose exception is the
+        ``CheckpointSaveError`` below.
 
     Raises:
         CheckpointSaveError: the file could not be written (disk full, read-only
             folder, ...); earlier checkpoints are intact and no temporary file remains.
+            With ``blocking=False``: raised here only when the state cannot be copied to
+            host memory; a failed write is the Future's exception.
         TypeError: a part holds a value that ``torch.load(weights_only=True)`` would refuse.
     """
     folder = Path(checkpoint_dir)
@@ -103,14 +118,49 @@ def save_checkpoint(
         data_state=data_state,
         step_losses=step_losses,
         timestamp=when.isoformat(timespec="seconds"),
+        run_id=run_id,
     )
     tensors = check_weights_only_safe(checkpoint)
+    if not blocking:
+        return _save_in_background(
+            writer or default_writer(), folder / checkpoint_filename(epoch, global_step, when), checkpoint,
+            tensors, retention, run_id,
+        )  # fmt: skip
     path = write_checkpoint_file(
         folder / checkpoint_filename(epoch, global_step, when), checkpoint, tensor_count=tensors
     )
     if retention is not None:
-        apply_retention(folder, retention, protect=[path])
+        apply_retention(folder, retention, protect=[path], run_id=run_id)
     return path
+
+
+def _save_in_background(
+    writer: BackgroundWriter,
+    path: Path,
+    checkpoint: dict,
+    tensors: int,
+    retention: RetentionPolicy | None,
+    run_id: str | None,
+) -> Future:
+    """Hand a built checkpoint to ``writer``: snapshot now, write and apply retention in its thread."""
+
+    def write(final: Path, snapshot: Mapping[str, Any]) -> Path:
+        written = write_checkpoint_file(final, snapshot, tensor_count=tensors)
+        if retention is not None:
+            apply_retention(final.parent, retention, protect=[written], run_id=run_id)
+        return written
+
+    try:
+        return writer.save(path, checkpoint, write)
+    except (RuntimeError, MemoryError) as error:  # host memory for the snapshot (pinned or not) ran out
+        raise CheckpointSaveError(
+            path.parent,
+            f"could not copy the state of {path.name} to host memory for a background save "
+            f"({type(error).__name__}: {error})",
+            expected="free host memory about the size of one checkpoint",
+            fix="Set ASYNC_SAVE = False (TrainConfig.async_save=False) to save without the copy, or free "
+            "memory. Earlier checkpoints are intact.",
+        ) from error
 
 
 def write_checkpoint_file(
@@ -183,13 +233,17 @@ def archive_facts(file: BinaryIO) -> dict[str, int]:
     }
 
 
-def apply_retention(folder: Path, policy: RetentionPolicy, protect: Iterable[Path] = ()) -> list[Path]:
-    """Delete the folder's checkpoints that ``policy`` does not keep.
+def apply_retention(
+    folder: Path, policy: RetentionPolicy, protect: Iterable[Path] = (), run_id: str | None = None
+) -> list[Path]:
+    """Delete the folder's checkpoints of run ``run_id`` that ``policy`` does not keep.
 
     Only checkpoints written by this engine whose JSON record agrees with the file it sits
-    in are candidates (an engine file name, our record, confirmed; see
-    ``sources.native.read_own_record``): unreadable, legacy, foreign and suspect files are
-    never deleted, and never push a genuine checkpoint out of the kept set. Sharded
+    in, and whose record names the same run, are candidates (an engine file name, our
+    record, confirmed; see ``sources.native.read_own_record``): unreadable, legacy, foreign
+    and suspect files, and another run's checkpoints, are never deleted and never push a
+    genuine checkpoint out of the kept set. Whatever goes wrong reading one file only makes
+    it no candidate. Sharded
     checkpoint folders with their record count as files do; one is deleted by renaming it
     away first, so that a half-deleted folder is never listed. A failed deletion is
     reported as a warning: the save itself succeeded.
@@ -204,9 +258,9 @@ def apply_retention(folder: Path, policy: RetentionPolicy, protect: Iterable[Pat
     for path in _own_checkpoint_files(folder) + checkpoint_folders(folder):
         try:  # the JSON record only: a legacy file is never unpickled here (and never deleted)
             record = read_sharded_record(path) if path.is_dir() else read_own_record(path)
-        except CheckpointError:
-            continue  # unreadable, suspect or gone: never a candidate
-        if record is not None:
+        except Exception:  # noqa: BLE001 -- unreadable, suspect, crafted or gone: never a candidate
+            continue
+        if record is not None and record.run_id == run_id:
             step = record.global_step or 0
             candidates.append(RetentionCandidate(path, step, record.val_loss, record.time_order))
     deleted = []

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 import torch
 
 from .tensor_checks import equal_bits, has_nonfinite
+from .text import dtype_name
 
 __all__ = ["CopyJob", "CopyResult", "UncopyableError", "check_copyable", "copy_verified"]
 
@@ -62,13 +63,9 @@ class UncopyableError(ValueError):
         self.names = names
         super().__init__(
             f"{len(names)} tensor(s) ({', '.join(names[:3])}{', ...' if len(names) > 3 else ''}) are "
-            f"{_name(source)} in the file and cannot be converted to the model's {_name(target)} on "
-            f"{device} ({why})"
+            f"{dtype_name(source)} in the file and cannot be converted to the model's "
+            f"{dtype_name(target)} on {device} ({why})"
         )
-
-
-def _name(dtype: torch.dtype) -> str:
-    return str(dtype).replace("torch.", "")
 
 
 def check_copyable(jobs: Iterable[CopyJob]) -> None:

@@ -4,13 +4,21 @@
 reader hands it to ``pickle.load``. Here it goes through the engine's restricted, budgeted
 unpickler (``safe_unpickle.read_dcp_metadata_structure``), which returns inert stubs; this
 module rebuilds DCP's dataclasses from their checked plain values (names, shapes, dtypes,
-offsets; anything else refuses the folder), then checks that every shard file the index
-names is a plain name inside the folder, a regular file, and long enough. Only then does
-DCP's reader (``dcp_reading``) see it.
+offsets; anything else refuses the folder), then checks it against the folder:
+
+* every shard file it names is a plain name inside the folder, a regular file, and long
+  enough, and no two values claim the same bytes of a shard;
+* every tensor's chunks lie inside it, cover it, and each fits in the bytes stored for it,
+  so no size the index claims makes a reader allocate more than the shards hold;
+* every list index in a value's path is below the number of entries, and every pickled
+  (non-tensor) value is at most ``LIMITS.pickle_bytes`` (DCP's reader reads it whole).
+
+Only then does DCP's reader (``dcp_reading``) see it.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import pickle
 import stat
@@ -30,13 +38,17 @@ from .safe_unpickle import (
     RefusedOpcodeError,
     read_dcp_metadata_structure,
 )
-from .untrusted import read_small_file
+from .sharded_folder import DCP_METADATA_MAX_BYTES, DCP_METADATA_NAME, file_name_problem
+from .text import safe_text, short_repr
+from .untrusted import LIMITS, read_small_file
 
-__all__ = ["METADATA_NAME", "read_dcp_metadata", "tensor_entries"]
+__all__ = ["DCP_FIX", "DCP_REFUSED_FIX", "METADATA_NAME", "read_dcp_metadata", "tensor_entries"]
 
-METADATA_NAME = ".metadata"
-_MAX_METADATA_BYTES = 256 << 20  # DCP's index of a very large model is a few MB
-_FIX = "use another checkpoint; this folder is incomplete or was not written by torch.distributed.checkpoint"
+METADATA_NAME = DCP_METADATA_NAME
+DCP_REFUSED_FIX = "load only checkpoints from a source you trust; this one is refused"
+DCP_FIX = (
+    "use another checkpoint; this folder is incomplete or was not written by torch.distributed.checkpoint"
+)
 
 
 class _Malformed(Exception):
@@ -57,9 +69,10 @@ def read_dcp_metadata(folder: str | os.PathLike) -> dcp_metadata.Metadata:
         metadata = _rebuilt(stub)
     except (_Malformed, TypeError, ValueError) as error:
         raise CorruptCheckpointError(
-            folder, f"its {METADATA_NAME} is malformed ({error})", fix=_FIX
+            folder, f"its {METADATA_NAME} is malformed ({safe_text(error, 200)})", fix=DCP_FIX
         ) from error
     _check_shards(folder, metadata)
+    _check_values(folder, metadata)
     return metadata
 
 
@@ -74,13 +87,13 @@ def tensor_entries(metadata: dcp_metadata.Metadata) -> dict[str, dcp_metadata.Te
 
 def _read(folder: Path) -> bytes:
     try:
-        return read_small_file(folder / METADATA_NAME, _MAX_METADATA_BYTES)
+        return read_small_file(folder / METADATA_NAME, DCP_METADATA_MAX_BYTES)
     except CheckpointNotFoundError:
         raise CorruptCheckpointError(
-            folder, f"has no {METADATA_NAME}: not a complete torch.distributed.checkpoint folder", fix=_FIX
+            folder, f"has no {METADATA_NAME}: not a complete torch.distributed.checkpoint folder", fix=DCP_FIX
         ) from None
     except CheckpointError as error:
-        raise CorruptCheckpointError(folder, f"its {METADATA_NAME} {error.problem}", fix=_FIX) from error
+        raise CorruptCheckpointError(folder, f"its {METADATA_NAME} {error.problem}", fix=DCP_FIX) from error
 
 
 def _structure(folder: Path, data: bytes) -> ObjectStub:
@@ -89,12 +102,16 @@ def _structure(folder: Path, data: bytes) -> ObjectStub:
     except (RefusedGlobalError, RefusedOpcodeError) as error:
         raise UnsafeCheckpointError(
             folder, f"its {METADATA_NAME} {error}: reading it would run code from the file",
-            fix="load only checkpoints from a source you trust; this one is refused",
+            fix=DCP_REFUSED_FIX,
         ) from error  # fmt: skip
     except BudgetExceededError as error:
-        raise CorruptCheckpointError(folder, f"its {METADATA_NAME} is refused: {error}", fix=_FIX) from error
+        raise CorruptCheckpointError(
+            folder, f"its {METADATA_NAME} is refused: {error}", fix=DCP_FIX
+        ) from error
     except (pickle.UnpicklingError, ValueError, TypeError, EOFError) as error:
-        raise CorruptCheckpointError(folder, f"its {METADATA_NAME} is damaged ({error})", fix=_FIX) from error
+        raise CorruptCheckpointError(
+            folder, f"its {METADATA_NAME} is damaged ({safe_text(error, 200)})", fix=DCP_FIX
+        ) from error
 
 
 def _rebuilt(stub: ObjectStub) -> dcp_metadata.Metadata:
@@ -104,6 +121,9 @@ def _rebuilt(stub: ObjectStub) -> dcp_metadata.Metadata:
     }
     paths = {_text(name): _path(value) for name, value in _mapping(stub.get("planner_data") or {}).items()}
     storage = {_index(key): _storage(value) for key, value in _mapping(stub.get("storage_data")).items()}
+    for path in paths.values():  # a list index the size of the index at most: nothing grows past it
+        if any(type(step) is int and not 0 <= step < len(entries) for step in path):
+            raise _Malformed(f"a state-dict path with a list index beyond its {len(entries):,} entries")
     version = stub.get("version")
     return dcp_metadata.Metadata(
         state_dict_metadata=entries,
@@ -151,7 +171,7 @@ def _storage(stub: Any) -> _StorageInfo:
         raise _Malformed("a shard with a bad offset or length")
     if transforms:  # compression and other extensions: DCP's reader would run them
         raise _Malformed(
-            f"shards stored with transforms {list(transforms)[:3]}, which this reader does not apply"
+            f"shards stored with transforms {short_repr(transforms)}, which this reader does not apply"
         )
     return _StorageInfo(_text(stub.get("relative_path")), offset, length)
 
@@ -163,7 +183,7 @@ def _is(stub: Any, name: str) -> bool:
 def _of(stub: Any, name: str) -> ObjectStub:
     if not _is(stub, name):
         shown = stub.class_name if isinstance(stub, ObjectStub) else type(stub).__name__
-        raise _Malformed(f"a {shown} where DCP writes a {name}")
+        raise _Malformed(f"a {safe_text(shown, 80)} where DCP writes a {name}")
     return stub
 
 
@@ -186,34 +206,93 @@ def _size(value: Any) -> torch.Size:
 
 
 def _path(value: Any) -> tuple:
-    if not isinstance(value, tuple) or not value or not all(isinstance(p, (str, int)) for p in value):
+    if not isinstance(value, tuple) or not value or not all(type(p) in (str, int) for p in value):
         raise _Malformed("a state-dict path that is not a tuple of names and indices")
     return value
 
 
 def _check_shards(folder: Path, metadata: dcp_metadata.Metadata) -> None:
-    """Every shard file the index names: a plain name inside the folder, a regular file, long enough."""
-    needed: dict[str, int] = {}
+    """Every shard file the index names: a plain name inside the folder, a regular file, long enough,
+    and no two values stored in the same bytes of it."""
+    ranges: dict[str, list[tuple[int, int]]] = {}
     for info in metadata.storage_data.values():
         name = info.relative_path
-        if name in ("", ".", "..") or "/" in name or "\\" in name:
-            raise CorruptCheckpointError(
-                folder, f"{METADATA_NAME} names a shard outside the folder", fix=_FIX
-            )
-        needed[name] = max(needed.get(name, 0), info.offset + info.length)
-    for name, end in sorted(needed.items()):
-        try:
-            found = os.stat(folder / name, follow_symlinks=False)
-        except FileNotFoundError:
-            raise CorruptCheckpointError(
-                folder, f"shard file {name} is missing (its {METADATA_NAME} names it)",
-                expected="every shard file that was written with the checkpoint", fix=_FIX,
-            ) from None  # fmt: skip
-        if not stat.S_ISREG(found.st_mode):
-            raise CorruptCheckpointError(folder, f"shard {name} is not a regular file", fix=_FIX)
-        if found.st_size < end:
+        problem = file_name_problem(name)
+        if problem is not None:
             raise CorruptCheckpointError(
                 folder,
-                f"shard file {name} is truncated ({found.st_size:,} bytes, {end:,} expected)",
-                fix=_FIX,
+                f"{METADATA_NAME} names a shard file '{safe_text(name, 80)}' that {problem}",
+                fix=DCP_FIX,
             )
+        ranges.setdefault(name, []).append((info.offset, info.offset + info.length))
+    for name, spans in sorted(ranges.items()):
+        _check_shard_file(folder, name, max(end for _, end in spans))
+        spans.sort()
+        if any(start < previous_end for (_, previous_end), (start, _) in zip(spans, spans[1:], strict=False)):
+            raise CorruptCheckpointError(
+                folder, f"{METADATA_NAME} stores two values in the same bytes of shard file {safe_text(name, 80)}",
+                expected="each value in its own bytes, as torch.distributed.checkpoint writes them", fix=DCP_FIX,
+            )  # fmt: skip
+
+
+def _check_shard_file(folder: Path, name: str, end: int) -> None:
+    shown = safe_text(name, 80)
+    try:
+        found = os.stat(folder / name, follow_symlinks=False)
+    except FileNotFoundError:
+        raise CorruptCheckpointError(
+            folder, f"shard file {shown} is missing (its {METADATA_NAME} names it)",
+            expected="every shard file that was written with the checkpoint", fix=DCP_FIX,
+        ) from None  # fmt: skip
+    except (OSError, ValueError) as error:
+        raise CorruptCheckpointError(
+            folder, f"shard file {shown} cannot be read ({safe_text(getattr(error, 'strerror', None) or error, 120)})",
+            fix=DCP_FIX,
+        ) from None  # fmt: skip
+    if not stat.S_ISREG(found.st_mode):
+        raise CorruptCheckpointError(folder, f"shard {shown} is not a regular file", fix=DCP_FIX)
+    if found.st_size < end:
+        raise CorruptCheckpointError(
+            folder,
+            f"shard file {shown} is truncated ({found.st_size:,} bytes, {end:,} expected)",
+            fix=DCP_FIX,
+        )
+
+
+def _check_values(folder: Path, metadata: dcp_metadata.Metadata) -> None:
+    """Every size the index claims is backed by stored bytes, before anyone allocates it."""
+    storage = metadata.storage_data
+    for name, entry in metadata.state_dict_metadata.items():
+        if isinstance(entry, dcp_metadata.TensorStorageMetadata):
+            problem = _tensor_problem(name, entry, storage)
+        else:
+            info = storage.get(dcp_metadata.MetadataIndex(name))
+            problem = "has no stored bytes" if info is None else None
+            if info is not None and info.length > LIMITS.pickle_bytes:
+                problem = (
+                    f"is a pickled value of {info.length:,} bytes (at most {LIMITS.pickle_bytes:,} are read)"
+                )
+        if problem is not None:
+            raise CorruptCheckpointError(
+                folder, f"its {METADATA_NAME} says that {safe_text(name, 120)} {problem}",
+                expected="values as torch.distributed.checkpoint writes them", fix=DCP_FIX,
+            )  # fmt: skip
+
+
+def _tensor_problem(name: str, entry: dcp_metadata.TensorStorageMetadata, storage: Mapping) -> str | None:
+    """Why a tensor's chunks do not describe it (outside it, not covering it, or larger than their bytes)."""
+    itemsize, elements = entry.properties.dtype.itemsize, 0
+    for chunk in entry.chunks:
+        if len(chunk.offsets) != len(entry.size) or len(chunk.sizes) != len(entry.size):
+            return f"has a chunk of {len(chunk.sizes)} dimensions in a tensor of {len(entry.size)}"
+        if any(o + s > n for o, s, n in zip(chunk.offsets, chunk.sizes, entry.size, strict=True)):
+            return f"has a chunk at {list(chunk.offsets)} reaching past its size {list(entry.size)}"
+        info = storage.get(dcp_metadata.MetadataIndex(name, chunk.offsets))
+        count = math.prod(chunk.sizes)
+        if info is None or count * itemsize > info.length:
+            stored = "no" if info is None else f"{info.length:,}"
+            return f"has a chunk of {count * itemsize:,} bytes stored in {stored} bytes"
+        elements += count
+    if elements != math.prod(entry.size):
+        return f"has chunks of {elements:,} elements for a size of {math.prod(entry.size):,}"
+    return None

@@ -6,7 +6,10 @@ code. Here:
 
 * :class:`SafeReader` hands DCP the index read and checked by ``dcp_index.read_dcp_metadata``
   (the engine's restricted unpickler; shard files checked) instead of unpickling it again;
-* :class:`SafePlanner` reads non-tensor values with ``torch.load(weights_only=True)``.
+* :class:`SafePlanner` reads non-tensor values (the bytes of a ``torch.save``) with the
+  engine's own reader (``torch_parts.parse_torch_bytes``: the budgeted, restricted
+  unpickler; ``torch.load``, even with ``weights_only=True``, builds any bytearray a
+  pickle asks for).
 
 Tensors are then read by DCP itself (its resharding included), into the tensors given.
 """
@@ -15,24 +18,22 @@ from __future__ import annotations
 
 import io
 import os
-import pickle
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import torch
 import torch.distributed.checkpoint as dcp
 from torch.distributed.checkpoint import metadata as dcp_metadata
 from torch.distributed.checkpoint.default_planner import DefaultLoadPlanner
 from torch.distributed.checkpoint.filesystem import FileSystemReader
 
-from .dcp_index import read_dcp_metadata
-from .errors import CorruptCheckpointError, UnsafeCheckpointError
+from .dcp_index import DCP_FIX, DCP_REFUSED_FIX, read_dcp_metadata
+from .errors import CheckpointError, CorruptCheckpointError, UnsafeCheckpointError
+from .text import safe_text
+from .torch_parts import parse_torch_bytes
 
 __all__ = ["SafePlanner", "SafeReader", "load_dcp"]
-
-_FIX = "use another checkpoint; this folder is incomplete or was not written by torch.distributed.checkpoint"
 
 
 class SafeReader(FileSystemReader):
@@ -50,22 +51,27 @@ class SafeReader(FileSystemReader):
 
 
 class SafePlanner(DefaultLoadPlanner):
-    """DCP's default load planner, except that non-tensor values load with ``weights_only=True``."""
+    """DCP's default load planner, except that non-tensor values are read by the engine's reader."""
+
+    def __init__(self, folder: Path, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._folder = folder
 
     def load_bytes(self, read_item: Any, value: io.BytesIO) -> None:
+        fqn = read_item.dest_index.fqn
         try:
-            obj = torch.load(value, weights_only=True)
-        except pickle.UnpicklingError as error:
-            raise UnsafeCheckpointError(
-                None, f"a value stored as {read_item.dest_index.fqn!r} needs arbitrary unpickling ({error})",
-                fix="load only checkpoints from a source you trust; this one is refused",
-            ) from error  # fmt: skip
+            obj = parse_torch_bytes(value.getbuffer(), self._folder)
+        except CheckpointError as error:
+            unsafe = isinstance(error, UnsafeCheckpointError)
+            kind = UnsafeCheckpointError if unsafe else CorruptCheckpointError
+            problem = f"its value {safe_text(fqn, 120)} {error.problem}"
+            raise kind(self._folder, problem, fix=DCP_REFUSED_FIX if unsafe else DCP_FIX) from error
         if self.flatten_state_dict:
             from torch.distributed.checkpoint._nested_dict import set_element
 
-            set_element(self.original_state_dict, self.mappings[read_item.dest_index.fqn], obj)
+            set_element(self.original_state_dict, self.mappings[fqn], obj)
         else:
-            self.state_dict[read_item.dest_index.fqn] = obj
+            self.state_dict[fqn] = obj
 
 
 def load_dcp(
@@ -92,18 +98,19 @@ def load_dcp(
     """
     folder = Path(folder)
     reader = SafeReader(folder, metadata)
-    planner = SafePlanner(allow_partial_load=partial)
+    planner = SafePlanner(folder, allow_partial_load=partial)
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*assuming the intent is to load in a single process")
             dcp.load(state_dict, storage_reader=reader, planner=planner, no_dist=no_dist)
     except (Exception, dcp.api.CheckpointException) as error:  # CheckpointException is a BaseException
         inner = _inner(error)
-        if isinstance(inner, UnsafeCheckpointError):
-            raise UnsafeCheckpointError(folder, inner.problem, fix=inner.fix) from error
-        reason = f"{type(inner).__name__}: {str(inner).splitlines()[0] if str(inner) else ''}"[:300]
+        if isinstance(inner, CheckpointError):  # ours, raised inside DCP's reader (a value refused)
+            raise type(inner)(folder, inner.problem, expected=inner.expected, fix=inner.fix) from error
+        first = str(inner).splitlines()[0] if str(inner) else ""
+        reason = safe_text(f"{type(inner).__name__}: {first}", 300)
         raise CorruptCheckpointError(
-            folder, f"cannot be read by torch.distributed.checkpoint ({reason})", fix=_FIX
+            folder, f"cannot be read by torch.distributed.checkpoint ({reason})", fix=DCP_FIX
         ) from error
 
 

@@ -52,15 +52,18 @@ class CheckpointError(Exception):
     def _compose(self) -> str:
         from .text import safe_text  # a path from the disk may hold control characters
 
+        def escaped(text: str) -> str:  # line breaks are ours; anything else a file chose is escaped
+            return "\n".join(safe_text(line, None) for line in str(text).split("\n"))
+
         lines = []
         if self.path is not None:
-            lines.append(f"{safe_text(self.path, None)}: {self.problem}")
+            lines.append(f"{safe_text(self.path, None)}: {escaped(self.problem)}")
         else:
-            lines.append(self.problem)
+            lines.append(escaped(self.problem))
         if self.expected:
-            lines.append(f"Expected: {self.expected}")
+            lines.append(f"Expected: {escaped(self.expected)}")
         if self.fix:
-            lines.append(f"Fix: {self.fix}")
+            lines.append(f"Fix: {escaped(self.fix)}")
         return "\n".join(lines)
 
     def __reduce__(self):  # keep the exception picklable across processes

@@ -28,6 +28,8 @@ from typing import Any
 
 import torch
 
+from .text import short_repr
+
 __all__ = [
     "FORMAT_VERSION",
     "METADATA_RECORD",
@@ -46,6 +48,7 @@ __all__ = [
     "RNG_STATE_KEY",
     "DATA_STATE_KEY",
     "STEP_LOSSES_KEY",
+    "RUN_ID_KEY",
     "WEIGHT_CHANGE_KEY",
     "LAYER_CHANGE_KEY",
     "WEIGHT_CHANGE_FROM_STEP_KEY",
@@ -84,6 +87,9 @@ CONFIG_KEY = "config"  # {"model": {...}, "training": {..., "init_from": ...}}: 
 RNG_STATE_KEY = "rng_state"  # random generator states (tensors / plain lists), for exact resume
 DATA_STATE_KEY = "data_state"  # {"epoch", "batch_in_epoch", "batches_per_epoch", "seed"}
 STEP_LOSSES_KEY = "step_losses"  # float64 tensor: the training loss of every step so far
+# str: one training run's id (a resume keeps it). Retention deletes only files of the run that is
+# saving, so another run's checkpoints -- or a file crafted to outrank them -- never cost a checkpoint.
+RUN_ID_KEY = "run_id"
 # Inside each history row (docs/checkpoint-format.md, "history"): how far the weights moved in the epoch.
 # {parameter name: ||end - start|| / ||start||, or None where ||start|| = 0 (undefined)}
 WEIGHT_CHANGE_KEY = "weight_change"
@@ -101,6 +107,7 @@ METADATA_KEYS = (
     HISTORY_KEY,
     CONFIG_KEY,
     DATA_STATE_KEY,
+    RUN_ID_KEY,
 )
 
 
@@ -152,6 +159,7 @@ def build_checkpoint(
     data_state: Mapping[str, Any] | None = None,
     step_losses: torch.Tensor | None = None,
     timestamp: str | None = None,
+    run_id: str | None = None,
 ) -> dict[str, Any]:
     """Assemble a checkpoint dict in the current format.
 
@@ -183,6 +191,7 @@ def build_checkpoint(
         RNG_STATE_KEY: rng_state,
         DATA_STATE_KEY: dict(data_state) if data_state is not None else None,
         STEP_LOSSES_KEY: step_losses,
+        RUN_ID_KEY: str(run_id) if run_id is not None else None,
     }
     checkpoint.update({key: value for key, value in optional.items() if value is not None})
     return checkpoint
@@ -273,7 +282,7 @@ def describe_object(obj: Any, tensor_type: type = torch.Tensor) -> str:
     ):
         return f"an empty {MODEL_STATE_KEY!r}"
     if isinstance(obj, Mapping):
-        keys = ", ".join(repr(k) for k in list(obj)[:6])
+        keys = ", ".join(short_repr(k) for k in list(obj)[:6])
         return f"a dict with keys [{keys}{', ...' if len(obj) > 6 else ''}]" if obj else "an empty dict"
     if isinstance(obj, tensor_type):
         shape = getattr(obj, "shape", None)

@@ -32,13 +32,14 @@ import torch
 
 from .copying import CopyJob, copy_verified
 from .devices import resolve_device
-from .errors import CorruptCheckpointError, UnsafeCheckpointError
+from .errors import CheckpointError, CorruptCheckpointError, UnsafeCheckpointError
 from .matching import fit_weights
 from .partial import PartialPlan
 from .prefixes import unwrap_model
 from .record import CheckpointRecord
 from .sources import WeightSet, open_checkpoint, probe_path
 from .sources.trusted import trusted_checkpoint
+from .text import first_line, safe_text, short_repr
 
 __all__ = ["LoadReport", "ModelMoveError", "load_model_weights", "PREVIEW_LENGTH"]
 
@@ -148,7 +149,7 @@ def load_model_weights(
         CorruptCheckpointError: empty, truncated, damaged or unreadable; NotACheckpointError: no weights.
         UnsafeCheckpointError: the file needs arbitrary unpickling and ``trust_pickle`` is False.
         ArchitectureMismatchError: the weights do not fit the model; the model is unchanged.
-        ValueError: ``device`` asks for CUDA on a machine without it (checked before anything is read).
+        ValueError: ``device`` is not a device this machine has (checked before anything is read).
         ModelMoveError: the weights were loaded but the move to ``device`` failed (the model
             stays where it was).
     """
@@ -191,9 +192,10 @@ def _opened(path: Path, trust_pickle: bool) -> Iterator[tuple[CheckpointRecord, 
     """(record, weights) of any known source; a refused pickle is loaded only with ``trust_pickle``."""
     with contextlib.ExitStack() as stack:
         try:
-            checkpoint = stack.enter_context(open_checkpoint(path))
-            record = checkpoint.record()
-            weights = stack.enter_context(checkpoint.weights())
+            with _file_errors(path):
+                checkpoint = stack.enter_context(open_checkpoint(path))
+                record = checkpoint.record()
+                weights = stack.enter_context(checkpoint.weights())
         except UnsafeCheckpointError:
             if not trust_pickle:
                 raise
@@ -202,13 +204,35 @@ def _opened(path: Path, trust_pickle: bool) -> Iterator[tuple[CheckpointRecord, 
         yield record, weights
 
 
+@contextlib.contextmanager
+def _file_errors(path: Path) -> Iterator[None]:
+    """Whatever else goes wrong reading or fitting a file becomes a CheckpointError naming it.
+
+    The readers map every failure they foresee; this catches the rest (a value of a type no
+    reader expected in some foreign file), so the caller always gets the project's error,
+    before anything was copied.
+    """
+    try:
+        yield
+    except CheckpointError:
+        raise
+    except Exception as error:  # noqa: BLE001 -- re-raised as ours, chained
+        raise CorruptCheckpointError(
+            path,
+            f"cannot be read ({type(error).__name__}: {safe_text(first_line(error), 200)})",
+            expected="a checkpoint of a kind list_checkpoints reads",
+            fix="pick another checkpoint; this file is damaged or of a layout this reader does not know",
+        ) from error
+
+
 def _load_into(
     model: torch.nn.Module, path: Path, record: CheckpointRecord, weights: WeightSet, options: _Options
 ) -> LoadReport:
     # Everything that can fail on the file's contents happens before the model is touched.
     base = unwrap_model(model)
-    fitted = fit_weights(path, weights, base, record.config, strict=options.strict)
-    integrity = _check_integrity(path, fitted.weights, fitted.jobs) if options.check_integrity else None
+    with _file_errors(path):
+        fitted = fit_weights(path, weights, base, record.config, strict=options.strict)
+        integrity = _check_integrity(path, fitted.weights, fitted.jobs) if options.check_integrity else None
     result = copy_verified(fitted.jobs, options.verify)
     frozen = _freeze(base, fitted.plan) if options.freeze_loaded else 0
     report = _describe(path, record, base)
@@ -230,7 +254,7 @@ def _warn_activation(report: LoadReport, record: CheckpointRecord, base: torch.n
     ours = getattr(getattr(base, "config", None), "activation", None)
     if stored is not None and ours is not None and stored != ours:
         report.warnings.append(
-            f"the file's model uses activation {stored!r}, this model {ours!r}: its outputs differ slightly "
+            f"the file's model uses activation {short_repr(stored)}, this model {ours!r}: its outputs differ slightly "
             f"from the original's; build_model_from_checkpoint({report.path!r}) builds a matching model"
         )
 
@@ -282,22 +306,17 @@ def _move(model: torch.nn.Module, target: torch.device, report: LoadReport) -> N
     origin = first.device if first is not None else torch.device("cpu")
     try:
         model.to(target)
-    except (RuntimeError, ValueError) as error:
-        with contextlib.suppress(RuntimeError, ValueError):
+    except Exception as error:  # noqa: BLE001 -- a backend may fail any way (AssertionError, ...)
+        with contextlib.suppress(Exception):
             model.to(origin)
         raise ModelMoveError(
             f"the weights were loaded, but moving the model to {target} failed "
-            f"({type(error).__name__}: {_first_line(error)}); the model stays on {origin}"
+            f"({type(error).__name__}: {first_line(error)}); the model stays on {origin}"
         ) from error
     model.eval()
     report.mode = "eval"
     report.device = str(next(iter(base.parameters()), torch.empty(0)).device)
     report.architecture_preview = [(n, shape, report.device) for n, shape, _ in report.architecture_preview]
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0][:200] if text else ""
 
 
 def _tensors(count: int) -> str:

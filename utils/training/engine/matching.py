@@ -30,6 +30,7 @@ from .state_dict_diff import (
     rebuild_hint,
 )
 from .tensor_checks import equal_bits, storage_key
+from .text import dtype_name
 
 
 @dataclass
@@ -105,7 +106,7 @@ def _with_uncopyable(diff: StateDictDiff, specs: Mapping[str, Any], model_sd: Ma
                 [CopyJob(names[0], torch.empty(1, dtype=target, device=device), torch.empty(1, dtype=source))]
             )
         except UncopyableError:
-            bad.extend((name, _dtype(source), _dtype(target)) for name in names)
+            bad.extend((name, dtype_name(source), dtype_name(target)) for name in names)
     if not bad:
         return diff
     names = {name for name, _, _ in bad}
@@ -114,10 +115,6 @@ def _with_uncopyable(diff: StateDictDiff, specs: Mapping[str, Any], model_sd: Ma
         dtype_mismatches=diff.dtype_mismatches + bad,
         dtype_conversions=[c for c in diff.dtype_conversions if c[0] not in names],
     )
-
-
-def _dtype(dtype: torch.dtype) -> str:
-    return str(dtype).replace("torch.", "")
 
 
 def _jobs(weights: WeightSet, model_sd, plan: PartialPlan | None) -> tuple[list[CopyJob], list[str]]:
@@ -148,24 +145,7 @@ def _same_source(weights: WeightSet, a: str, b: str) -> bool:
     return left.dtype == right.dtype and left.shape == right.shape and equal_bits(left, right)
 
 
-__all__ = ["FittedWeights", "fit_weights", "match_names", "mismatch_error"]
-
-
-def match_names(
-    raw: Mapping[str, Any], model_sd: Mapping[str, torch.Tensor]
-) -> tuple[dict[str, Any], list[str], StateDictDiff]:
-    """The checkpoint's weights under the model's names, and how they compare.
-
-    Args:
-        raw: the weights as stored (possibly with ``module.`` / ``_orig_mod.`` prefixes).
-        model_sd: ``state_dict()`` of the unwrapped target model.
-
-    Returns:
-        (renamed weights, prefixes removed, ``compare_state_dicts`` of the two). A prefix
-        that the model's own names carry (a real submodule ``module``) is kept.
-    """
-    weights, stripped = strip_wrapper_prefixes(raw, model_keys=model_sd)
-    return weights, stripped, compare_state_dicts(weights, model_sd)
+__all__ = ["FittedWeights", "fit_weights", "mismatch_error"]
 
 
 def mismatch_error(
@@ -181,7 +161,7 @@ def mismatch_error(
 
     Args:
         path: the checkpoint file.
-        diff: from :func:`match_names` (``diff.ok`` is False).
+        diff: the comparison of the file's weights with the model's (``diff.ok`` is False).
         checkpoint_config: the file's ``config`` dict (``{"model": ..., "training": ...}``), or None.
         model: the unwrapped target model (its ``config`` is compared with the file's).
         max_lines: lines shown per section of the diff.

@@ -26,6 +26,7 @@ __all__ = [
     "METRIC_NAMES",
     "clean_float",
     "clean_int",
+    "clean_run_id",
     "clean_timestamp",
     "time_order",
 ]
@@ -72,6 +73,7 @@ class CheckpointRecord:
     size_bytes: int = 0
     format_version: int | None = None
     source: str = "record"  # how the facts were read: "record", "pickle", "header", "config", ...
+    run_id: str | None = None  # the training run that wrote it (retention prunes one run's files only)
     link_target: Path | None = None  # where a symbolic link pointed (reported, then read)
     notes: tuple[str, ...] = ()  # what a reader inferred or could not know, one sentence each
 
@@ -138,6 +140,11 @@ def clean_float(value: Any) -> float | None:
     except OverflowError:  # an int with hundreds of digits
         return None
     return value if math.isfinite(value) else None
+
+
+def clean_run_id(value: Any) -> str | None:
+    """A run id as the saver writes it (a short printable string), else None."""
+    return value if isinstance(value, str) and 0 < len(value) <= 64 and value.isprintable() else None
 
 
 def clean_timestamp(value: Any) -> str | None:

@@ -72,11 +72,13 @@ def scan_checkpoints(checkpoint_dir: str | os.PathLike = DEFAULT_CHECKPOINT_DIR)
         return ScanResult([], [])
     if not folder.is_dir():
         return ScanResult([], [(folder, "is a file, not a folder")])
-    whole = _folder_as_checkpoint(folder)
+    candidates = _candidates(folder)
+    ours = any(p.name.startswith(f"{CHECKPOINT_PREFIX}_epoch") for p, _ in candidates)
+    whole = None if ours else _folder_as_checkpoint(folder)
     if whole is not None:
         return ScanResult([whole], [])
     records, skipped = [], []
-    for path, is_dir in _candidates(folder):
+    for path, is_dir in candidates:
         try:
             record = _record_of(path, is_dir)
         except Exception as error:  # noqa: BLE001 -- one entry never ends the listing
@@ -105,7 +107,11 @@ def _named_like_a_checkpoint(name: str) -> bool:
 
 
 def _folder_as_checkpoint(folder: Path) -> CheckpointRecord | None:
-    """The record of ``folder`` when the folder itself is one checkpoint (e.g. a Hugging Face folder)."""
+    """The record of ``folder`` when the folder itself is one checkpoint (e.g. a Hugging Face folder).
+
+    Asked only of a folder holding none of our checkpoints: a stray ``.metadata`` or
+    ``config.json`` beside them must not hide them behind one foreign entry.
+    """
     try:
         return _record_of(folder)
     except Exception:  # noqa: BLE001 -- then it is a folder of checkpoints, listed entry by entry

@@ -4,11 +4,14 @@ A safetensors file is an 8-byte little-endian header length, a JSON header (``na
 {dtype, shape, data_offsets}`` and an optional ``__metadata__`` of strings), then the
 raw bytes. The header is a file's claim, not a fact, so before any tensor is made:
 
-* the header length is capped (:data:`LIMITS.header_bytes <untrusted.Limits>`) and must
-  fit in the file; the JSON is parsed with its failures (bad UTF-8, deep nesting) caught;
+* the header length is capped (:data:`HEADER_BYTES`, within :data:`LIMITS.header_bytes
+  <untrusted.Limits>`) and must fit in the file; the length field itself is never shown (a
+  file that is not safetensors, e.g. a symlinked text file, would print its first 8 bytes);
+* the JSON is parsed only when its count of objects and arrays fits :data:`MAX_TENSORS`
+  tensors (``untrusted.load_json``), with its failures (bad UTF-8, deep nesting) caught;
 * every dtype must be one this reader knows, every shape a short list of small
-  non-negative ints, and every byte range must lie inside the data section and hold
-  exactly ``numel * itemsize`` bytes.
+  non-negative ints, and every byte range must lie inside the data section, hold
+  exactly ``numel * itemsize`` bytes and share no byte with another tensor's.
 
 Why not the ``safetensors`` library's ``safe_open``: it opens the path a second time by
 name (not through the file descriptor the boundary checked), its ``get_tensor`` returns
@@ -21,7 +24,7 @@ while it copies. (Writing uses the library: ``hf_export``, ``notebook/export``.)
 
 from __future__ import annotations
 
-import json
+import itertools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,11 +33,18 @@ from typing import Any
 import torch
 
 from .errors import CorruptCheckpointError
-from .text import safe_text
+from .text import json_type, safe_text
 from .torchfile import DAMAGED_FIX
-from .untrusted import LIMITS, UntrustedFile
+from .untrusted import LIMITS, UntrustedFile, load_json
 
-__all__ = ["DTYPES", "SafetensorsEntry", "SafetensorsFile", "looks_like_safetensors"]
+__all__ = [
+    "DTYPES",
+    "HEADER_BYTES",
+    "MAX_TENSORS",
+    "SafetensorsEntry",
+    "SafetensorsFile",
+    "looks_like_safetensors",
+]
 
 # safetensors' dtype names -> torch dtypes (those this torch has)
 DTYPES: dict[str, torch.dtype] = {
@@ -60,6 +70,17 @@ DTYPES: dict[str, torch.dtype] = {
 }
 _MAX_DIMS = 16  # a weight has 1-4; a header with more is not describing real tensors
 _MAX_DIM_SIZE = 2**48
+# GPT-2 xl has 580 tensors (a 60 KB header); the largest hub shards hold a few thousand. An entry is
+# about 100 bytes and 3 containers (its object, shape and offsets).
+MAX_TENSORS = 100_000
+# MAX_TENSORS entries of ~120 bytes, with room for __metadata__; below LIMITS.header_bytes, so the
+# values a header may hold (a float or short string costs ~10x its bytes once parsed) stay ~150 MB
+HEADER_BYTES = 16 << 20
+_CONTAINERS = 3 * MAX_TENSORS + 8
+_REFUSED_FIX = (
+    "do not use this file: no safetensors writer makes one like it (a crafted file, or not a safetensors "
+    "file at all); export or download the model again from a source you trust"
+)
 _EXPECTED = "a complete safetensors file (8-byte header length, JSON header, tensor bytes)"
 
 
@@ -96,9 +117,14 @@ class SafetensorsFile:
         header, self.data_start = _read_header(handle)
         data_size = handle.size - self.data_start
         self.metadata = _metadata(header.pop("__metadata__", None))
+        if len(header) > MAX_TENSORS:
+            raise _refused(
+                self.path, f"refused: its header describes {len(header):,} tensors, more than {MAX_TENSORS:,}"
+            )
         self.entries: dict[str, SafetensorsEntry] = {
             name: _entry(self.path, name, value, data_size, self.data_start) for name, value in header.items()
         }
+        _check_disjoint(self.path, self.entries)
 
     def tensor(self, name: str) -> torch.Tensor:
         """The tensor ``name`` as a view of the memory-mapped file (an aligned copy if misaligned)."""
@@ -118,31 +144,42 @@ def _damaged(path: Path, problem: str) -> CorruptCheckpointError:
     return CorruptCheckpointError(path, problem, expected=_EXPECTED, fix=DAMAGED_FIX)
 
 
+def _refused(path: Path, problem: str) -> CorruptCheckpointError:
+    """A header no safetensors writer makes (far over what a model needs): not damage to re-download."""
+    expected = f"{_EXPECTED}, of at most {MAX_TENSORS:,} tensors"
+    return CorruptCheckpointError(path, problem, expected=expected, fix=_REFUSED_FIX)
+
+
 def _read_header(handle: UntrustedFile) -> tuple[dict[str, Any], int]:
     path = Path(handle.path)
     if handle.size < 8:
         raise _damaged(path, f"is too short for a safetensors file ({handle.size} bytes)")
-    length = int.from_bytes(handle.read_at(0, 8), "little")
-    if length > LIMITS.header_bytes:
-        raise _damaged(
+    # The length field is the file's first 8 bytes: never echoed (they may be anything's bytes).
+    length, cap = int.from_bytes(handle.read_at(0, 8), "little"), min(LIMITS.header_bytes, HEADER_BYTES)
+    if length > cap:
+        raise _refused(
             path,
-            f"refused: its safetensors header claims {length:,} bytes, more than the "
-            f"{LIMITS.header_bytes:,} a header may have",
+            f"refused: its header length is implausible for a {handle.size:,}-byte file "
+            f"(a safetensors header here may have at most {cap:,} bytes)",
         )
     if 8 + length > handle.size:
         raise _damaged(
             path,
-            f"is truncated: its header claims {length:,} bytes but the file has {handle.size:,} "
+            f"is truncated: its header is longer than the file's {handle.size:,} bytes "
             "(the download or copy was cut short?)",
         )
     try:
-        header = json.loads(handle.read_at(8, length).decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError):
+        header = load_json(handle.read_at(8, length), _CONTAINERS)
+    except ValueError as error:  # UnicodeDecodeError and json's errors included
+        if str(error).startswith("refused:"):  # over the budget or too deep: never parsed
+            reason = str(error).removeprefix("refused: ")
+            raise _refused(
+                path,
+                f"refused: its safetensors header is not parsed: {reason}",
+            ) from None
         raise _damaged(path, "has a safetensors header that is not valid JSON") from None
     if not isinstance(header, dict):
-        raise _damaged(
-            path, f"has a safetensors header that is a JSON {type(header).__name__}, not an object"
-        )
+        raise _damaged(path, f"has a safetensors header that is a JSON {json_type(header)}, not an object")
     return header, 8 + length
 
 
@@ -185,6 +222,22 @@ def _entry(path: Path, name: str, value: Any, data_size: int, data_start: int) -
             f"a byte range of {nbytes:,} bytes",
         )
     return SafetensorsEntry(dtype, tuple(shape), data_start + offsets[0], nbytes)
+
+
+def _check_disjoint(path: Path, entries: Mapping[str, SafetensorsEntry]) -> None:
+    """Refuse two tensors sharing bytes: every writer lays them end to end (the safetensors library
+    refuses such a file too), and aliased tensors would change together."""
+    spans = sorted(
+        (entry.start, entry.start + entry.nbytes, name) for name, entry in entries.items() if entry.nbytes
+    )
+    # sorted by start: if any two ranges overlap, some neighbouring pair does
+    for (_, end, first), (start, _, second) in itertools.pairwise(spans):
+        if start < end:
+            raise _damaged(
+                path,
+                f"places tensors {safe_text(first, 80)!r} and {safe_text(second, 80)!r} on the same bytes "
+                "(the header lies about its offsets)",
+            )
 
 
 def _ints(value: Any, max_len: int, max_value: int) -> bool:

@@ -25,14 +25,13 @@ from typing import Any
 import torch
 
 from .tensor_checks import storage_key
-from .text import safe_text, short_repr
+from .text import dtype_name, safe_text, short_repr
 
 __all__ = [
     "StateDictDiff",
     "compare_state_dicts",
     "config_differences",
     "rebuild_hint",
-    "gpt_config_line",
     "model_config_dict",
     "collapse_names",
 ]
@@ -41,9 +40,8 @@ __all__ = [
 Mismatch = tuple[str, str, str]
 ShapeMismatch = tuple[str, tuple[int, ...], tuple[int, ...]]
 
-_NUMBER = re.compile(r"^\d+$")
+_NUMBER = re.compile(r"^\d{1,9}$")  # a layer number; longer digit runs are names, not numbers
 # The order GPTConfig declares its fields in; other keys follow in their own order.
-_GPT_FIELDS = ("vocab_size", "block_size", "n_layer", "n_head", "n_embd", "dropout", "bias", "activation")
 
 
 @dataclass(frozen=True)
@@ -146,11 +144,11 @@ def compare_state_dicts(
         source = checkpoint_sd[name]
         problem = _unusable(source)
         if problem is not None:
-            dtypes.append((name, problem, _dtype_name(target.dtype)))
+            dtypes.append((name, problem, dtype_name(target.dtype)))
         elif tuple(source.shape) != tuple(target.shape):
             shapes.append((name, tuple(source.shape), tuple(target.shape)))
         elif source.dtype != target.dtype:
-            pair = (name, _dtype_name(source.dtype), _dtype_name(target.dtype))
+            pair = (name, dtype_name(source.dtype), dtype_name(target.dtype))
             both_float = source.dtype.is_floating_point and target.dtype.is_floating_point
             if not both_float:
                 dtypes.append(pair)
@@ -185,12 +183,8 @@ def _unusable(value: Any) -> str | None:
     if value.is_meta:
         return "a meta tensor (no data)"
     if value.is_quantized:
-        return f"a quantized {_dtype_name(value.dtype)} tensor"
+        return f"a quantized {dtype_name(value.dtype)} tensor"
     return None
-
-
-def _dtype_name(dtype: torch.dtype) -> str:
-    return str(dtype).replace("torch.", "")
 
 
 def config_differences(
@@ -239,26 +233,6 @@ def rebuild_hint(path: str | os.PathLike) -> str:
     them from its tensor shapes), so the line works for every source the engine reads.
     """
     return f"model, load_report = build_model_from_checkpoint({str(path)!r})"
-
-
-def gpt_config_line(checkpoint_model_config: Mapping[str, Any] | None) -> str | None:
-    """``GPTConfig(vocab_size=256, ...)`` for a stored model config, or None when it is not plain."""
-    if not isinstance(checkpoint_model_config, Mapping) or not checkpoint_model_config:
-        return None
-    if not all(isinstance(key, str) and key.isidentifier() for key in checkpoint_model_config):
-        return None
-    if not all(_plain_setting(value) for value in checkpoint_model_config.values()):
-        return None  # a line to copy into a cell must be short, plain Python
-    order = [k for k in _GPT_FIELDS if k in checkpoint_model_config]
-    order += [k for k in checkpoint_model_config if k not in _GPT_FIELDS]
-    args = ", ".join(f"{key}={checkpoint_model_config[key]!r}" for key in order)
-    return f"GPTConfig({args})"
-
-
-def _plain_setting(value: Any) -> bool:
-    if isinstance(value, str):
-        return len(value) <= 64 and value.isprintable()
-    return value is None or isinstance(value, (bool, int, float)) and len(repr(value)) <= 32
 
 
 def model_config_dict(model: torch.nn.Module) -> dict[str, Any] | None:

@@ -12,7 +12,7 @@ import reprlib
 import unicodedata
 from typing import Any
 
-__all__ = ["safe_text", "short_repr"]
+__all__ = ["dtype_name", "first_line", "json_type", "safe_text", "short_repr"]
 
 # Control (Cc), format (Cf: bidi overrides, zero-width), surrogate (Cs: undecodable bytes in a
 # file name) and line/paragraph separators (Zl, Zp) never reach the terminal as they are.
@@ -60,3 +60,23 @@ def short_repr(value: Any) -> str:
     structure prints in microseconds; the result holds no raw control characters.
     """
     return safe_text(_REPR.repr(value), limit=None)
+
+
+def json_type(value: Any) -> str:
+    """The JSON name of a parsed value's type ("object", "array", "string", ...), for messages."""
+    names = {dict: "object", list: "array", str: "string", bool: "boolean", type(None): "null"}
+    return names.get(type(value), "number")
+
+
+def first_line(error: BaseException, limit: int = 200) -> str:
+    """The first non-blank line of an exception's message, cut to ``limit`` (its type when blank).
+
+    torch's errors run to many lines (C++ frames, hints); a panel quotes one.
+    """
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return (lines[0] if lines else type(error).__name__)[:limit]
+
+
+def dtype_name(dtype: Any) -> str:
+    """``float32`` for ``torch.float32``: how a dtype is named in every message."""
+    return str(dtype).replace("torch.", "")

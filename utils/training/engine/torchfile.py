@@ -19,13 +19,12 @@ same virtual machine and then read by ``torch.load(weights_only=True)``.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import pickle
 import warnings
 import zipfile
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -42,13 +41,13 @@ from .safe_unpickle import (
     load_structure,
     load_structure_at,
 )
-from .untrusted import LIMITS, UntrustedFile, open_untrusted
+from .text import first_line
+from .untrusted import LIMITS, UntrustedFile
 
 __all__ = [
     "INTERRUPTED_FIX",
     "DAMAGED_FIX",
     "TorchFile",
-    "open_torch_file",
     "unsafe_error",
 ]
 
@@ -67,7 +66,7 @@ _TRUST_FIX = (
 
 
 class TorchFile:
-    """One torch file, open for bounded reading. Use :func:`open_torch_file`."""
+    """One torch file, open for bounded reading, on a handle from ``untrusted.open_untrusted``."""
 
     def __init__(self, handle: UntrustedFile) -> None:
         self.handle = handle
@@ -133,8 +132,13 @@ class TorchFile:
 
     # -- tensors ----------------------------------------------------------------------------------
 
-    def tensor(self, stub: TensorStub | SparseTensorStub) -> torch.Tensor:
-        """The tensor a stub stands for: a view of the memory-mapped file (a dense copy for sparse).
+    def tensor(self, stub: TensorStub | SparseTensorStub, *, dense: bool = True) -> torch.Tensor:
+        """The tensor a stub stands for: a view of the memory-mapped file.
+
+        Args:
+            dense: give a sparse tensor as a dense copy (for copying into a model's dense
+                tensor); False keeps it sparse (a training state: densifying an optimizer's
+                sparse state could take gigabytes).
 
         Raises:
             CorruptCheckpointError: its storage is missing, compressed, too small or misplaced.
@@ -142,7 +146,7 @@ class TorchFile:
         if not self.is_zip:
             return self._legacy_tensor(stub)
         if isinstance(stub, SparseTensorStub):
-            return self._sparse(stub)
+            return self._sparse(stub, dense)
         if stub.opaque or stub.storage is None or stub.dtype is None:
             raise CorruptCheckpointError(
                 self.path, f"holds a {stub.kind} tensor, which this reader cannot rebuild", fix=_TRUST_FIX
@@ -162,7 +166,12 @@ class TorchFile:
         return view.neg() if "neg" in stub.math_bits else view
 
     def _storage(self, stub: TensorStub) -> torch.Tensor:
-        placeholder = stub.storage
+        """The stub's whole storage as a 1-D tensor of the stub's dtype (a view of the map).
+
+        The storage is sized in bytes: torch pickles tensors of the newer dtypes (float8,
+        uint16, complex32, ...) with an untyped, byte-counted storage and the dtype beside it.
+        """
+        placeholder, dtype = stub.storage, stub.dtype
         name = f"{self.root}/data/{placeholder.key}"
         entry = self.entries().get(name)
         if entry is None:
@@ -173,8 +182,13 @@ class TorchFile:
             raise CorruptCheckpointError(
                 self.path, f"stores tensor data {name!r} compressed (torch.save never does)"
             )
-        itemsize = placeholder.dtype.itemsize
-        needed = placeholder.numel * itemsize
+        if placeholder.dtype not in (dtype, torch.uint8):
+            raise CorruptCheckpointError(
+                self.path,
+                f"tensor data {name!r} is stored as {placeholder.dtype} but read as {dtype}",
+                fix=DAMAGED_FIX,
+            )
+        needed = placeholder.nbytes
         if needed > entry.size:
             raise CorruptCheckpointError(
                 self.path,
@@ -184,18 +198,17 @@ class TorchFile:
         offset = _zip_call(
             self.path, lambda: archive.member_data_offset(self.handle.file, entry, self.end.directory_offset)
         )
-        if placeholder.numel == 0:
-            return torch.empty(0, dtype=placeholder.dtype)
-        if offset % itemsize:  # torch aligns to 64 bytes; a crafted offset gets an aligned copy
-            raw = self.handle.read_at(offset, needed)
-            return torch.frombuffer(bytearray(raw), dtype=placeholder.dtype)
+        count = needed // dtype.itemsize
+        if count == 0:
+            return torch.empty(0, dtype=dtype)
+        if offset % dtype.itemsize:  # torch aligns to 64 bytes; a crafted offset gets an aligned copy
+            raw = self.handle.read_at(offset, count * dtype.itemsize)
+            return torch.frombuffer(bytearray(raw), dtype=dtype)
         try:
-            return torch.frombuffer(
-                self.handle.memory_map(), dtype=placeholder.dtype, count=placeholder.numel, offset=offset
-            )
+            return torch.frombuffer(self.handle.memory_map(), dtype=dtype, count=count, offset=offset)
         except (ValueError, RuntimeError, TypeError) as error:  # a dtype torch cannot view from bytes
             raise CorruptCheckpointError(
-                self.path, f"tensor data {name!r} of dtype {placeholder.dtype} cannot be read: {error}"
+                self.path, f"tensor data {name!r} of dtype {dtype} cannot be read: {first_line(error)}"
             ) from error
 
     def damaged_storages(self, stubs: list[Any]) -> set[str]:
@@ -222,20 +235,26 @@ class TorchFile:
         )
         return start, start + entry.size, entry.crc
 
-    def _sparse(self, stub: SparseTensorStub) -> torch.Tensor:
-        """A sparse tensor, validated as ``weights_only`` does, then made dense for the model."""
+    def _sparse(self, stub: SparseTensorStub, dense: bool) -> torch.Tensor:
+        """A sparse tensor, validated as ``weights_only`` does (made dense when asked)."""
         parts = [self.tensor(part) for part in stub.components]
         size = tuple(stub.shape)
         try:
             if stub.layout == torch.sparse_coo and len(parts) == 2:
                 torch._validate_sparse_coo_tensor_args(parts[0], parts[1], size)
-                return torch.sparse_coo_tensor(parts[0], parts[1], size).to_dense()
+                sparse = torch.sparse_coo_tensor(
+                    parts[0], parts[1], size, check_invariants=False
+                )  # checked above
+                return sparse.to_dense() if dense else sparse
             if len(parts) == 3:
                 torch._validate_sparse_compressed_tensor_args(*parts, size, stub.layout)
-                return torch.sparse_compressed_tensor(*parts, size, layout=stub.layout).to_dense()
+                sparse = torch.sparse_compressed_tensor(
+                    *parts, size, layout=stub.layout, check_invariants=False
+                )
+                return sparse.to_dense() if dense else sparse
         except (RuntimeError, ValueError, TypeError) as error:
             raise CorruptCheckpointError(
-                self.path, f"holds a sparse tensor that is not valid: {_first_line(error)}"
+                self.path, f"holds a sparse tensor that is not valid: {first_line(error)}"
             ) from error
         raise CorruptCheckpointError(
             self.path, f"holds a sparse tensor of layout {stub.layout} this reader cannot rebuild"
@@ -270,8 +289,8 @@ class TorchFile:
 
     def _replace(self, obj: Any) -> Any:
         # The structure is bounded by the unpickler's budget, so this walk is too.
-        if isinstance(obj, (TensorStub, SparseTensorStub)):
-            return self.tensor(obj)
+        if isinstance(obj, TensorStub):
+            return self.tensor(obj, dense=False)
         if isinstance(obj, dict):
             return type(obj)((k, self._replace(v)) for k, v in obj.items())
         if isinstance(obj, list):
@@ -293,22 +312,6 @@ class TorchFile:
 
 
 _UNREAD = object()
-
-
-@contextlib.contextmanager
-def open_torch_file(path: str | os.PathLike) -> Iterator[TorchFile]:
-    """Open a torch file through the boundary.
-
-    Raises:
-        CheckpointNotFoundError, CheckpointError: see ``untrusted.open_untrusted``.
-        CorruptCheckpointError: empty, truncated, or not a torch file.
-    """
-    with open_untrusted(path) as handle:
-        if handle.size == 0:
-            raise CorruptCheckpointError(
-                path, "is empty (0 bytes)", expected="a PyTorch checkpoint", fix=INTERRUPTED_FIX
-            )
-        yield TorchFile(handle)
 
 
 def _zip_call(path: Path, read: Callable[[], Any], *, truncated: bool = False) -> Any:
@@ -380,17 +383,12 @@ def _legacy_torch_load(path: Path, handle: UntrustedFile) -> Any:
             return torch.load(handle.file, map_location="cpu", weights_only=True)
         except pickle.UnpicklingError as error:
             raise CorruptCheckpointError(
-                path, f"cannot be read ({_first_line(error)})", fix=DAMAGED_FIX
+                path, f"cannot be read ({first_line(error)})", fix=DAMAGED_FIX
             ) from error
         except Exception as error:  # torch's reader fails in many ways on damaged bytes
             raise CorruptCheckpointError(
                 path, f"cannot be read as a PyTorch checkpoint ({type(error).__name__})", fix=DAMAGED_FIX
             ) from error
-
-
-def _first_line(error: BaseException) -> str:
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    return (lines[0] if lines else type(error).__name__)[:200]
 
 
 def _describe_foreign(handle: UntrustedFile) -> str:

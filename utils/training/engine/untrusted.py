@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import mmap
 import os
 import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from .errors import CheckpointError, CheckpointNotFoundError, NotACheckpointError
 
@@ -32,6 +33,7 @@ __all__ = [
     "Limits",
     "UntrustedFile",
     "folder_entries",
+    "load_json",
     "open_untrusted",
     "open_error",
     "read_small_file",
@@ -45,6 +47,9 @@ class Limits:
     """Upper bounds on what one read may cost; each says why it is large enough."""
 
     record_bytes: int = 16 << 20  # our JSON record: a history of thousands of epochs is under 1 MiB
+    # objects and arrays in our record: 3 per epoch of history (the row, its per-tensor and per-layer
+    # change), so 100,000 covers 30,000 epochs
+    record_containers: int = 100_000
     pickle_bytes: int = 64 << 20  # data.pkl: tens of KB for GPT-2 with AdamW; lists of losses in MB
     text_file_bytes: int = 8 << 20  # config.json, model.safetensors.index.json, model.config.json
     header_bytes: int = 64 << 20  # a safetensors JSON header (safetensors' own limit is 100 MB)
@@ -95,11 +100,10 @@ class UntrustedFile:
         return self._map
 
     def close(self) -> None:
-        # A map still shared with live tensors cannot be closed; it stays valid until they go.
-        if self._map is not None:
-            with contextlib.suppress(BufferError):
-                self._map.close()
-            self._map = None
+        # The map is never closed here: torch.frombuffer keeps the map object alive but holds no
+        # buffer export, so mmap.close() would unmap pages under tensors that still view them.
+        # The map goes when the last tensor viewing it does.
+        self._map = None
         self.file.close()
 
 
@@ -213,6 +217,23 @@ def read_small_file(path: Path, max_bytes: int) -> bytes:
                 path, f"refused: {handle.size:,} bytes, more than the {max_bytes:,} such a file may have"
             )
         return handle.read_at(0, handle.size)
+
+
+def load_json(data: bytes, max_containers: int) -> Any:
+    """JSON from a file, refused before parsing when it holds more objects and arrays than a
+    file of its kind needs: a byte cap alone lets 16 MB of ``{}`` become millions of dicts.
+
+    Raises:
+        ValueError: over the budget (the message starts with ``refused:``), nested too deeply,
+            or not valid JSON.
+    """
+    containers = data.count(b"{") + data.count(b"[")  # an upper bound: braces inside strings count too
+    if containers > max_containers:
+        raise ValueError(f"refused: it holds {containers:,} objects and arrays (at most {max_containers:,})")
+    try:
+        return json.loads(data)
+    except RecursionError:
+        raise ValueError("refused: it is nested too deeply") from None
 
 
 def folder_entries(folder: Path, limit: int = LIMITS.folder_entries) -> list[str]:

@@ -24,6 +24,7 @@ from typing import Any
 
 from ..errors import CheckpointError, CorruptCheckpointError, NotACheckpointError
 from ..record import CheckpointRecord
+from ..text import safe_text
 from ..torchfile import INTERRUPTED_FIX
 from ..untrusted import folder_entries, open_error, open_untrusted
 from .base import Probe, Source, TensorSpec, WeightSet
@@ -168,7 +169,9 @@ def _content_kind(head: bytes) -> str:
 def unknown_error(probe: Probe) -> CheckpointError:
     """The error for a path no source claims."""
     if probe.is_dir:
-        shown = ", ".join(probe.entries[:6]) + (", ..." if len(probe.entries) > 6 else "")
+        shown = ", ".join(safe_text(name, 80) for name in probe.entries[:6]) + (
+            ", ..." if len(probe.entries) > 6 else ""
+        )
         return NotACheckpointError(
             probe.path,
             f"is a folder that is not a checkpoint of a known layout (it holds: {shown or 'nothing'})",

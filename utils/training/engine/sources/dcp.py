@@ -10,7 +10,8 @@ which strips them for every kind of checkpoint.
 
 torch.distributed.checkpoint is imported only when a DCP folder is read (it takes
 seconds), never by the listing of a folder without one. The record comes from ``.metadata`` alone (names, shapes, dtypes: no shard is read);
-the weights are read by DCP itself, once, when the loader first asks for a tensor.
+each weight is read by DCP itself when the loader asks for it (an ignored one never is), and
+a tensor stored under two names (a tied ``lm_head.weight``) is one tensor (``dcp_ties``).
 """
 
 from __future__ import annotations
@@ -81,6 +82,7 @@ class DcpSource(Source):
     def open_weights(self, probe: Probe) -> WeightSet:
         from ..dcp_index import tensor_entries
         from ..dcp_reading import load_dcp
+        from ..dcp_ties import shared_storage_keys
 
         metadata = self._metadata(probe)
         entries = tensor_entries(metadata)
@@ -89,14 +91,14 @@ class DcpSource(Source):
             ours: TensorSpec(tuple(int(s) for s in entries[key].size), entries[key].properties.dtype)
             for ours, key in names.items()
         }
-        loaded: dict[str, torch.Tensor] = {}
 
         def read(name: str) -> torch.Tensor:
-            if not loaded:  # one pass of DCP's reader for every weight (shards are read once)
-                wanted = {names[n]: torch.empty(specs[n].shape, dtype=specs[n].dtype) for n in specs}
-                load_dcp(probe.path, wanted, metadata=metadata, no_dist=True)
-                loaded.update({n: wanted[names[n]] for n in specs})
-            return loaded[name]
+            # One tensor per call: only what the loader copies is allocated (the index's sizes were
+            # checked against the bytes the shards hold), never an ignored tensor.
+            wanted = {names[name]: torch.empty(specs[name].shape, dtype=specs[name].dtype)}
+            load_dcp(probe.path, wanted, metadata=metadata, no_dist=True)
+            return wanted[names[name]]
 
         notes = (f"removed the {group!r} group from the DCP names",) if group else ()
-        return WeightSet(specs, read, notes=notes, close=loaded.clear)
+        tied = shared_storage_keys(probe.path, metadata, names)
+        return WeightSet(specs, read, storage_keys=tied, notes=notes)

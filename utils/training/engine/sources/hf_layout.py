@@ -32,7 +32,7 @@ import torch
 
 from ..errors import ArchitectureMismatchError
 from ..record import clean_float, clean_int
-from ..text import safe_text
+from ..text import json_type, safe_text, short_repr
 from .base import TensorSpec, WeightSet
 
 __all__ = [
@@ -42,7 +42,9 @@ __all__ = [
     "hf_config",
     "hf_layout_of",
     "hf_state_dict",
+    "is_our_trunk",
     "to_our_weights",
+    "trunk_to_our_weights",
 ]
 
 EMBEDDING, HEAD = "transformer.wte.weight", "lm_head.weight"
@@ -50,6 +52,8 @@ _CONV1D = re.compile(r"^transformer\.h\.\d+\.(?:attn\.c_attn|attn\.c_proj|mlp\.c
 _LEGACY_BUFFER = re.compile(r"^(?:transformer\.)?h\.\d+\.attn\.(?:bias|masked_bias)$")
 _C_ATTN = re.compile(r"^(?:transformer\.)?h\.\d+\.attn\.c_attn\.weight$")
 _C_FC = re.compile(r"^(?:transformer\.)?h\.\d+\.mlp\.c_fc\.weight$")
+# The names of our GPT's ``transformer`` submodule alone (torch.save(model.transformer.state_dict()))
+_TRUNK = re.compile(r"^(?:wte\.weight|wpe\.weight|ln_f\.(?:weight|bias)|h\.\d+\.[A-Za-z0-9_.]+)$")
 # config.json's activation_function -> GPTConfig.activation, and back (transformers maps "gelu" to
 # the exact GELU, "gelu_new" and "gelu_pytorch_tanh" to GPT-2's tanh approximation)
 _ACTIVATIONS = {"gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "gelu": "gelu"}
@@ -62,19 +66,40 @@ _GPT2_FIX = (
 
 
 def hf_layout_of(specs: Mapping[str, TensorSpec]) -> str | None:
-    """``"base"`` (hub ``GPT2Model``: ``h.0...``), ``"lm"`` (``transformer.h.0...`` with Conv1D weights),
-    or None when the names and shapes are not Hugging Face GPT-2's (e.g. ours: Linear weights)."""
+    """``"base"`` (hub ``GPT2Model``: ``h.0...``), ``"lm"`` (``transformer.h.0...``), or None when the
+    names and shapes are not Hugging Face GPT-2's.
+
+    Names alone do not decide: ``torch.save(our_gpt.transformer.state_dict())`` has the base
+    names too. The projections do: ``c_attn`` / ``c_fc`` stored ``(in, 3 * in)`` / ``(in, 4 * in)``
+    are Conv1D (Hugging Face), stored the other way round Linear (ours: None). Files without such
+    a weight are decided by the legacy mask buffers, else by the names (nothing to transpose).
+    """
     names = list(specs)
     if "wte.weight" in specs or any(name.startswith("h.") for name in names):
-        return "base"
-    if not any(name.startswith("transformer.h.") or name == EMBEDDING for name in names):
+        layout = "base"
+    elif any(name.startswith("transformer.h.") or name == EMBEDDING for name in names):
+        layout = "lm"
+    else:
         return None
-    if any(_LEGACY_BUFFER.match(name) for name in names):
-        return "lm"
+    orientation = _orientation(specs, names)
+    if orientation == "linear":
+        return None
+    if orientation == "conv1d" or layout == "base":
+        return layout
+    return "lm" if any(_LEGACY_BUFFER.match(name) for name in names) else None
+
+
+def _orientation(specs: Mapping[str, TensorSpec], names: list[str]) -> str | None:
+    """``"conv1d"``, ``"linear"``, or None when no ``c_attn`` / ``c_fc`` weight shows it (or they disagree
+    with both: not a GPT-2 projection)."""
     for pattern, factor in ((_C_ATTN, 3), (_C_FC, 4)):
         shape = next((specs[n].shape for n in names if pattern.match(n) and len(specs[n].shape) == 2), None)
-        if shape is not None and shape[0]:
-            return "lm" if shape[1] == factor * shape[0] else None
+        if shape is None or not shape[0] or not shape[1]:
+            continue
+        if shape[1] == factor * shape[0]:
+            return "conv1d"
+        if shape[0] == factor * shape[1]:
+            return "linear"
     return None
 
 
@@ -120,6 +145,31 @@ def to_our_weights(raw: WeightSet, layout: str) -> WeightSet:
     )
 
 
+def is_our_trunk(specs: Mapping[str, TensorSpec]) -> bool:
+    """True for our GPT's ``transformer`` submodule saved alone: only its names (``wte.weight``,
+    ``wpe.weight``, ``h.N...``, ``ln_f...``), the embedding among them, and Linear projections
+    (Hugging Face's ``GPT2Model`` has the same names with Conv1D ones: :func:`hf_layout_of`)."""
+    return (
+        "wte.weight" in specs
+        and all(isinstance(name, str) and _TRUNK.match(name) for name in specs)
+        and hf_layout_of(specs) is None
+    )
+
+
+def trunk_to_our_weights(raw: WeightSet) -> WeightSet:
+    """:func:`is_our_trunk` weights under the whole model's names: ``transformer.`` in front, and
+    ``lm_head.weight`` as the embedding it is tied to (same storage key: copied once)."""
+    mapping = {f"transformer.{name}": name for name in raw.names()}
+    mapping[HEAD] = "wte.weight"
+    return raw.renamed(
+        mapping,
+        (
+            "the file holds model.transformer's weights alone: 'transformer.' added to every name, "
+            "lm_head.weight taken from wte.weight (tied)",
+        ),
+    )
+
+
 def gpt_settings(config: Any, path: Path) -> tuple[dict[str, Any], list[str]]:
     """GPTConfig settings from a parsed ``config.json``, and notes on what was assumed.
 
@@ -158,6 +208,12 @@ def gpt_settings(config: Any, path: Path) -> tuple[dict[str, Any], list[str]]:
 def _check_variant(config: Mapping[str, Any], path: Path) -> None:
     """Refuse the GPT-2 options our model does not compute (its logits would differ)."""
     activation = config.get("activation_function", "gelu_new")
+    if not isinstance(activation, str):  # a list or an object would not even hash: say what it is
+        raise _refusal(
+            path,
+            f"has an activation_function that is a JSON {json_type(activation)} ({short_repr(activation)}), "
+            "not a name",
+        )
     if activation not in _ACTIVATIONS:
         raise _refusal(
             path,

@@ -22,12 +22,13 @@ from pathlib import Path
 from typing import Any
 
 from .. import format as fmt
-from ..errors import CheckpointError, NotACheckpointError
+from ..errors import CheckpointError, CorruptCheckpointError, NotACheckpointError
 from ..record import CheckpointRecord
 from ..safe_unpickle import TensorStub
 from .base import Probe, Source, WeightSet
 from .hf_folder import CONFIG, merged_weights, read_json, trainer_facts, weight_files
 from .hf_layout import gpt_settings, hf_layout_of, to_our_weights
+from .records import record_from_fields
 from .safetensors_files import is_safetensors, open_safetensors, safetensors_of, safetensors_weights
 from .torch_files import is_torch_file, structure_of, stub_weights, tensor_spec
 
@@ -119,10 +120,18 @@ def _folder_record(probe: Probe) -> CheckpointRecord:
     settings, about, notes = _folder_config(probe)
     files = weight_files(probe.path, probe.entries)
     count = size = 0
-    with contextlib.ExitStack() as stack:
-        for part in _open_parts(files, stack):
+    for path in files:  # one shard open at a time: a listing never holds hundreds of files open
+        with contextlib.ExitStack() as stack:
+            (part,) = _open_parts([path], stack)
             count += len(part.weights)
             size += part.size
+    if not count:
+        raise CorruptCheckpointError(
+            probe.path,
+            f"holds a config.json, but its {len(files):,} weight file(s) hold no tensor",
+            expected="a save_pretrained folder whose weight files hold the model's tensors",
+            fix="download or copy the folder again (every file that model.safetensors.index.json lists)",
+        )
     about["weights"] = ", ".join(path.name for path in files[:3]) + (", ..." if len(files) > 3 else "")
     facts = {"tensor_count": count, "has_optimizer": False, "has_rng_state": False}
     record = _record(probe, {"model": settings, "huggingface": about}, facts, size, notes, source="config")
@@ -186,7 +195,6 @@ def _open_parts(files: list[Path], stack: contextlib.ExitStack) -> list[_Part]:
 def _record(
     probe: Probe, config: dict, facts: dict, size: int, notes: list[str], *, source: str
 ) -> CheckpointRecord:
-    from .native import record_from_fields  # the one place that cleans a record's fields
 
     record = record_from_fields(
         probe, {"config": config}, kind="huggingface", source=source, facts=facts, notes=notes

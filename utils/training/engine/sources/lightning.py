@@ -28,7 +28,7 @@ from ..safe_unpickle import TensorStub
 from ..text import safe_text
 from .base import Probe, Source, WeightSet
 from .hf_layout import hf_layout_of, to_our_weights
-from .records import clean_model_settings
+from .records import clean_model_settings, record_from_fields
 from .torch_files import is_torch_file, structure_of, stub_weights, tensor_spec, torch_file
 
 __all__ = ["LightningSource"]
@@ -53,7 +53,6 @@ class LightningSource(Source):
         )
 
     def read_record(self, probe: Probe) -> CheckpointRecord:
-        from .native import record_from_fields  # the one place that cleans a record's fields
 
         structure = structure_of(probe)
         metrics, notes, lightning = self._monitored(probe, structure)
@@ -80,7 +79,11 @@ class LightningSource(Source):
         state = structure_of(probe)["state_dict"]
         prefix, names = _gpt_names([name for name in state if isinstance(name, str)])
         chosen = {name[len(prefix) :]: name for name in names}
-        notes = [f"removed the LightningModule's prefix {prefix!r} from the weight names"] if prefix else []
+        notes = (
+            [f"removed the LightningModule's prefix {safe_text(prefix, 80)!r} from the weight names"]
+            if prefix
+            else []
+        )
         if len(names) < len(state):
             notes.append(f"left out {len(state) - len(names)} entries of the module that are not the GPT's")
         raw = stub_weights(probe, {name: state[name] for name in names}).renamed(chosen, tuple(notes))

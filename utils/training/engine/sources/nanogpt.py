@@ -25,7 +25,7 @@ from typing import Any
 from ..record import CheckpointRecord, clean_float, clean_int
 from ..safe_unpickle import TensorStub
 from .base import Probe, Source, WeightSet
-from .records import clean_model_settings
+from .records import clean_model_settings, record_from_fields
 from .torch_files import is_torch_file, structure_of, stub_weights, torch_file
 
 __all__ = ["NanoGPTSource"]
@@ -50,7 +50,6 @@ class NanoGPTSource(Source):
         )
 
     def read_record(self, probe: Probe) -> CheckpointRecord:
-        from .native import record_from_fields  # the one place that cleans a record's fields
 
         structure = structure_of(probe)
         loss = structure.get("best_val_loss")

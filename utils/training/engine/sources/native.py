@@ -12,23 +12,22 @@ it, retention never counts it), whatever it claims.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from .. import format as fmt
-from ..errors import CorruptCheckpointError
+from ..errors import CorruptCheckpointError, NotACheckpointError
 from ..naming import parse_checkpoint_filename
-from ..record import CheckpointRecord, clean_float, clean_int, clean_timestamp
+from ..record import CheckpointRecord, clean_float, clean_int
 from ..safe_unpickle import TensorStub
 from ..torchfile import DAMAGED_FIX, TorchFile
-from ..untrusted import LIMITS
+from ..untrusted import LIMITS, load_json
 from .base import Probe, Source, WeightSet
-from .records import clean_config, clean_data_state, clean_history, clean_metrics
+from .records import record_from_fields
 from .torch_files import is_torch_file, structure_of, stub_weights, torch_file
 
-__all__ = ["NativeSource", "BareSource", "read_own_record", "record_disagreement", "record_from_fields"]
+__all__ = ["NativeSource", "BareSource", "read_own_record", "record_disagreement"]
 
 
 class NativeSource(Source):
@@ -57,7 +56,16 @@ class NativeSource(Source):
         return record_from_fields(probe, raw, kind=kind, source="pickle", facts=facts)
 
     def open_weights(self, probe: Probe) -> WeightSet:
-        return stub_weights(probe, fmt.model_state_of(structure_of(probe), TensorStub))
+        structure = structure_of(probe)
+        weights = fmt.model_state_of(structure, TensorStub)
+        if weights is None:  # a record that claimed a checkpoint around a pickle without weights
+            raise NotACheckpointError(
+                probe.path,
+                f"is a PyTorch file, but holds {fmt.describe_object(structure, TensorStub)}, not model weights",
+                expected="a checkpoint dict with 'model_state_dict'",
+                fix="do not trust this file's record; load another checkpoint",
+            )
+        return stub_weights(probe, weights)
 
     def open_training_state(self, probe: Probe) -> Mapping[str, Any] | None:
         source = torch_file(probe)
@@ -113,10 +121,11 @@ def _json_record(probe: Probe) -> dict | None:
             return None
         data = source.read_member(last, LIMITS.record_bytes)
         try:
-            record = json.loads(data)
-        except (ValueError, RecursionError):
+            record = load_json(data, LIMITS.record_containers)
+        except ValueError as error:
+            problem = str(error) if str(error).startswith("refused:") else "is not valid JSON"
             raise CorruptCheckpointError(
-                probe.path, "its metadata record is not valid JSON", fix=DAMAGED_FIX
+                probe.path, f"its metadata record {problem}", fix=DAMAGED_FIX
             ) from None
         return record if isinstance(record, dict) and fmt.FORMAT_VERSION_KEY in record else None
 
@@ -161,9 +170,11 @@ def record_disagreement(source: TorchFile, record: Mapping[str, Any], path: Path
             if facts.get(key) != actual:
                 return f"{key}: the record says {_short(facts.get(key))}, the file has {actual:,}"
         tensor_bytes = clean_int(facts.get("storage_bytes"))
-        if tensor_bytes is None or last is None or tensor_bytes > last.header_offset:
+        if not tensor_bytes or last is None or tensor_bytes > last.header_offset:
             return f"its tensors would need {_short(facts.get('storage_bytes'))} bytes, the file holds fewer"
-    elif end.entries < 3:  # data.pkl, at least one tensor, the record
+        if not clean_int(record.get("tensor_count")):
+            return "the record claims no tensors"
+    if end.entries < 3:  # data.pkl, at least one tensor, the record
         return "the archive holds no tensor data"
     parsed = parse_checkpoint_filename(path.name)
     if parsed is not None:
@@ -176,40 +187,6 @@ def record_disagreement(source: TorchFile, record: Mapping[str, Any], path: Path
 def _short(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 24 else text[:21] + "..."
-
-
-def record_from_fields(
-    probe: Probe, raw: Mapping[str, Any], *, kind: str, source: str, facts: Mapping[str, Any], notes=()
-) -> CheckpointRecord:
-    """A record from a checkpoint dict or our JSON record (any value cleaned), filled from the
-    file name where the file lacks epoch, step or time."""
-    epoch = clean_int(raw.get(fmt.EPOCH_KEY))
-    step = clean_int(raw.get(fmt.GLOBAL_STEP_KEY))
-    timestamp = clean_timestamp(raw.get(fmt.TIMESTAMP_KEY))
-    parsed = parse_checkpoint_filename(probe.path.name)
-    if parsed is not None:
-        epoch = parsed.epoch if epoch is None else epoch
-        step = parsed.global_step if step is None else step
-        timestamp = timestamp or parsed.timestamp.isoformat(timespec="seconds")
-    return CheckpointRecord(
-        path=probe.path,
-        kind=kind,
-        epoch=epoch,
-        global_step=step,
-        timestamp=timestamp,
-        metrics=clean_metrics(raw.get(fmt.METRICS_KEY)),
-        history=clean_history(raw.get(fmt.HISTORY_KEY)),
-        config=clean_config(raw.get(fmt.CONFIG_KEY)),
-        data_state=clean_data_state(raw.get(fmt.DATA_STATE_KEY)),
-        has_optimizer=bool(facts.get("has_optimizer")),
-        has_rng_state=bool(facts.get("has_rng_state")),
-        tensor_count=facts.get("tensor_count"),
-        size_bytes=probe.size,
-        format_version=clean_int(raw.get(fmt.FORMAT_VERSION_KEY)),
-        source=source,
-        link_target=probe.link_target,
-        notes=tuple(notes),
-    )
 
 
 def _scalars(source: TorchFile, metrics: Any) -> dict[str, Any]:

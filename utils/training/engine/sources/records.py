@@ -1,4 +1,4 @@
-"""Cleaning the metadata a file carries into the record's typed fields.
+"""Cleaning the metadata a file carries into the record's typed fields (one place for every source).
 
 A record's values come from JSON or a pickle that anyone could have written. Each
 function keeps what has the expected type and range and drops the rest, so a view
@@ -10,9 +10,19 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from ..record import METRIC_NAMES, clean_float, clean_int
+from .. import format as fmt
+from ..naming import parse_checkpoint_filename
+from ..record import METRIC_NAMES, CheckpointRecord, clean_float, clean_int, clean_run_id, clean_timestamp
+from .base import Probe
 
-__all__ = ["clean_config", "clean_data_state", "clean_history", "clean_metrics", "clean_model_settings"]
+__all__ = [
+    "clean_config",
+    "clean_data_state",
+    "clean_history",
+    "clean_metrics",
+    "clean_model_settings",
+    "record_from_fields",
+]
 
 _MAX_ROWS = 100_000  # epochs in a history
 _MAX_KEYS = 4_096  # entries kept from one row, config section or statistics table
@@ -96,3 +106,38 @@ def clean_model_settings(raw: Any) -> dict[str, Any]:
     if pairs.get("activation") in _ACTIVATIONS:
         settings["activation"] = pairs["activation"]
     return settings
+
+
+def record_from_fields(
+    probe: Probe, raw: Mapping[str, Any], *, kind: str, source: str, facts: Mapping[str, Any], notes=()
+) -> CheckpointRecord:
+    """A record from a checkpoint dict or our JSON record (any value cleaned), filled from the
+    file name where the file lacks epoch, step or time."""
+    epoch = clean_int(raw.get(fmt.EPOCH_KEY))
+    step = clean_int(raw.get(fmt.GLOBAL_STEP_KEY))
+    timestamp = clean_timestamp(raw.get(fmt.TIMESTAMP_KEY))
+    parsed = parse_checkpoint_filename(probe.path.name)
+    if parsed is not None:
+        epoch = parsed.epoch if epoch is None else epoch
+        step = parsed.global_step if step is None else step
+        timestamp = timestamp or parsed.timestamp.isoformat(timespec="seconds")
+    return CheckpointRecord(
+        path=probe.path,
+        kind=kind,
+        epoch=epoch,
+        global_step=step,
+        timestamp=timestamp,
+        metrics=clean_metrics(raw.get(fmt.METRICS_KEY)),
+        history=clean_history(raw.get(fmt.HISTORY_KEY)),
+        config=clean_config(raw.get(fmt.CONFIG_KEY)),
+        data_state=clean_data_state(raw.get(fmt.DATA_STATE_KEY)),
+        has_optimizer=bool(facts.get("has_optimizer")),
+        has_rng_state=bool(facts.get("has_rng_state")),
+        tensor_count=facts.get("tensor_count"),
+        size_bytes=probe.size,
+        format_version=clean_int(raw.get(fmt.FORMAT_VERSION_KEY)),
+        source=source,
+        run_id=clean_run_id(raw.get(fmt.RUN_ID_KEY)),
+        link_target=probe.link_target,
+        notes=tuple(notes),
+    )

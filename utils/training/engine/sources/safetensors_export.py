@@ -6,7 +6,9 @@ Linear layout) with ``safetensors.torch.save_model``, which stores the tied
 ``<name>.config.json``. The record reads the header and the config only; the missing half of
 the tied pair is rebuilt from the stored one, under the same storage key (copied once).
 A safetensors file in our names without the config beside it loads too (settings from the
-shapes; the head count must then be given).
+shapes; the head count must then be given), and so does ``model.transformer``'s alone
+(``wte.weight``, ``h.0...`` in Linear layout: ``transformer.`` is added; Hugging Face's
+``GPT2Model`` has the same names with Conv1D weights and goes to ``huggingface``).
 """
 
 from __future__ import annotations
@@ -19,8 +21,8 @@ from ..record import CheckpointRecord
 from ..safetensors_file import SafetensorsFile
 from .base import Probe, Source, WeightSet
 from .hf_folder import read_json
-from .hf_layout import EMBEDDING, HEAD, hf_layout_of
-from .records import clean_model_settings
+from .hf_layout import EMBEDDING, HEAD, hf_layout_of, is_our_trunk, trunk_to_our_weights
+from .records import clean_model_settings, record_from_fields
 from .safetensors_files import is_safetensors, safetensors_of, safetensors_weights
 
 __all__ = ["SafetensorsExportSource", "config_path_of"]
@@ -43,11 +45,10 @@ class SafetensorsExportSource(Source):
             file = safetensors_of(probe)
         except CorruptCheckpointError:  # a damaged header: listed as skipped with the reader's reason
             return probe.path.name.endswith(".safetensors")
-        names = file.entries
-        return (EMBEDDING in names or HEAD in names) and hf_layout_of(_specs(file)) is None
+        names, specs = file.entries, _specs(file)
+        return ((EMBEDDING in names or HEAD in names) and hf_layout_of(specs) is None) or is_our_trunk(specs)
 
     def read_record(self, probe: Probe) -> CheckpointRecord:
-        from .native import record_from_fields  # the one place that cleans a record's fields
 
         file = safetensors_of(probe)
         settings, notes = _settings(probe.path)
@@ -58,6 +59,8 @@ class SafetensorsExportSource(Source):
     def open_weights(self, probe: Probe) -> WeightSet:
         file = safetensors_of(probe)
         raw = safetensors_weights(file)
+        if is_our_trunk(raw.specs()):
+            return trunk_to_our_weights(raw)
         present = [name for name in (EMBEDDING, HEAD) if name in file.entries]
         if len(present) != 1:
             return raw

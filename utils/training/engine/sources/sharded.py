@@ -1,10 +1,11 @@
 """This notebook's sharded (FSDP) checkpoint folder, read in one process without a process group.
 
-The layout is in ``sharded_folder``. The listing reads only the JSON record (never a
-shard); the loader reads the ``model`` group of the DCP shards in this process (DCP
-reassembles every rank's shards); resume gets the rest of the checkpoint in the
-single-file format (``open_training_state``), so the notebook's ``RESUME`` continues a run
-that started under torchrun, in one process.
+The layout is in ``sharded_folder``. The listing reads only the JSON record, confirmed
+against the folder (the files' sizes, ``.metadata``'s CRC-32; never a shard); the loader
+reads the ``model`` group of the DCP shards in this process (DCP reassembles every rank's
+shards); resume gets the rest of the checkpoint in the single-file format
+(``open_training_state``), so the notebook's ``RESUME`` continues a run that started under
+torchrun, in one process.
 """
 
 from __future__ import annotations
@@ -27,15 +28,16 @@ from ..sharded_folder import (
     RECORD_NAME,
     TRAIN_STATE_NAME,
     folder_size,
-    rank_file_name,
+    rank_parts,
     read_folder_record,
     read_part,
     world_size_of,
 )
+from ..text import safe_text
 from ..untrusted import folder_entries, open_error
 from .base import Probe
 from .dcp import DcpSource
-from .native import record_from_fields
+from .records import record_from_fields
 
 __all__ = [
     "ShardedSource",
@@ -90,7 +92,7 @@ class ShardedSource(DcpSource):
         nested = _nest(metadata, skip="model")
         load_dcp(folder, nested, metadata=metadata, no_dist=True, partial=True)
         checkpoint = dict(read_part(folder, TRAIN_STATE_NAME))
-        ranks = [read_part(folder, rank_file_name(rank)) for rank in range(world)]
+        ranks = rank_parts(folder, world)
         optimizer = nested.get("optimizer")
         checkpoint[fmt.OPTIMIZER_STATE_KEY] = indexed_optimizer_state(optimizer) if optimizer else None
         checkpoint[fmt.RNG_STATE_KEY] = ranks[0].get("rng_state")
@@ -130,6 +132,10 @@ def read_sharded_training_state(folder: str | os.PathLike) -> Mapping[str, Any]:
 def _nest(metadata, skip: str | None = None) -> dict[str, Any]:
     """Empty tensors (and None for other values) in the nesting DCP flattened, ready for ``load_dcp``.
 
+    ``read_dcp_metadata`` checked the index first: every list index in a path is below the
+    number of entries, and every tensor's size is backed by the bytes its shards hold, so
+    nothing here grows or allocates more than the folder holds.
+
     Args:
         skip: a top-level group left out (``"model"``: the weights are read by ``open_weights``).
     """
@@ -137,32 +143,45 @@ def _nest(metadata, skip: str | None = None) -> dict[str, Any]:
     nested: dict[str, Any] = {}
     for key, entry in metadata.state_dict_metadata.items():
         path = paths.get(key, (key,))
-        if not isinstance(path, tuple) or not path:
-            raise CorruptCheckpointError(None, f"DCP's index has a bad path for {key!r}")
         if path[0] == skip:
             continue
         size = getattr(entry, "size", None)
         value = torch.empty(tuple(size), dtype=entry.properties.dtype) if size is not None else None
-        _put(nested, path, value)
+        try:
+            _put(nested, path, value)
+        except _Conflict as error:
+            raise CorruptCheckpointError(
+                None, f"DCP's index places {safe_text(key, 120)} where another value is ({error})"
+            ) from None
     return nested
+
+
+class _Conflict(Exception):
+    """Two paths of the index disagree on what a container is (a list, a dict, a value)."""
 
 
 def _put(container: Any, path: tuple, value: Any) -> None:
     """Set ``container[path[0]][path[1]]... = value``, creating dicts (str keys) and lists (int keys)."""
     for step, following in zip(path, path[1:], strict=False):
-        fresh: Any = [] if isinstance(following, int) else {}
-        if isinstance(container, list):
-            while len(container) <= step:
-                container.append(None)
-            container[step] = container[step] if container[step] is not None else fresh
-            container = container[step]
-        else:
-            container = container.setdefault(step, fresh)
-    last = path[-1]
-    if isinstance(container, list):
-        while len(container) <= last:
-            container.append(None)
-    container[last] = value
+        fresh: Any = [] if type(following) is int else {}
+        current = _slot(container, step)
+        if current is None:
+            container[step] = current = fresh
+        elif not isinstance(current, (list, dict)):
+            raise _Conflict(f"a value where a container is expected at {safe_text(step, 80)}")
+        container = current
+    _slot(container, path[-1])
+    container[path[-1]] = value
+
+
+def _slot(container: Any, step: Any) -> Any:
+    """What ``container[step]`` holds (None when nothing), a list grown to hold ``step``."""
+    if isinstance(container, list) and type(step) is int:
+        container.extend([None] * (step + 1 - len(container)))  # the index is bounded by read_dcp_metadata
+        return container[step]
+    if isinstance(container, dict) and type(step) is str:
+        return container.get(step)
+    raise _Conflict(f"a {type(step).__name__} key into a {type(container).__name__}")
 
 
 def indexed_optimizer_state(state: Mapping[str, Any]) -> dict[str, Any]:

@@ -18,14 +18,13 @@ from ..errors import CorruptCheckpointError, NotACheckpointError
 from ..record import CheckpointRecord
 from ..torchfile import DAMAGED_FIX, ZIP_MAGIC
 from .base import Probe, TensorSpec, WeightSet
+from .records import record_from_fields
 
 __all__ = ["trusted_checkpoint"]
 
 
 def trusted_checkpoint(probe: Probe) -> tuple[CheckpointRecord, WeightSet]:
     """(record, weights) of a trusted pickle file, loaded onto the CPU (memory-mapped when a zip)."""
-    from .native import record_from_fields  # the one place that cleans a checkpoint dict's fields
-
     obj = _load(probe.path, probe.head.startswith(ZIP_MAGIC))
     if isinstance(obj, torch.nn.Module):
         weights, kind, raw = obj.state_dict(), "module", {}
