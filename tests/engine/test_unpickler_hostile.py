@@ -10,6 +10,7 @@ import collections
 import copyreg
 import os
 import pickle
+import pickletools
 import struct
 from datetime import timedelta
 
@@ -121,7 +122,7 @@ class TestLoadStructureBudgets:
         encode = stack_global("_codecs", "encode") + put(1)
         call = get(1) + get(0) + text("latin1") + pickle.TUPLE2 + pickle.REDUCE + pickle.POP
         data = P4 + text("x" * 60_000) + put(0) + encode + call * 300 + pickle.NONE + pickle.STOP
-        with pytest.raises(BudgetExceededError, match="more objects built or hashed than 100,000"):
+        with pytest.raises(BudgetExceededError, match="objects built or hashed than 100,000"):
             load_structure(data, budget=PickleBudget(max_cost=100_000))
 
     def test_wide_container_is_refused(self):
@@ -142,6 +143,45 @@ class TestLoadStructureBudgets:
         data = pickle.dumps(list(range(1000)), protocol=2)
         with pytest.raises(BudgetExceededError, match="a pickle longer than 100 bytes"):
             load_structure(data, budget=PickleBudget(max_pickle_bytes=100))
+
+    def test_memo_entries_count_against_the_work(self):
+        # NONE MEMOIZE repeated: a 2-byte unit adds a memo entry; 64 MB of it were 32M entries (GBs)
+        stored = {
+            "MEMOIZE": P4 + (pickle.NONE + pickle.MEMOIZE) * 3_000,
+            "BINPUT": P2 + b"".join(pickle.NONE + put(k % 256) for k in range(3_000)),
+            "LONG_BINPUT at huge indices": P2
+            + b"".join(pickle.NONE + put(2**32 - 1 - k) for k in range(3_000)),
+            "PUT": b"".join(pickle.NONE + pickle.PUT + b"%d\n" % (10**60 + k) for k in range(3_000)),
+        }
+        for opcode, data in stored.items():
+            data += pickle.NONE + pickle.STOP
+            lines = 3_000 if opcode == "PUT" else 0
+            work = sum(1 for _ in pickletools.genops(data)) + 3_000 + lines  # + 1 per entry stored
+            assert load_structure(data, budget=PickleBudget(max_cost=work)) is None, opcode
+            with pytest.raises(BudgetExceededError, match=f"memo entries stored, .* than {work - 1:,}$"):
+                load_structure(data, budget=PickleBudget(max_cost=work - 1))
+
+    def test_every_opcode_counts_against_the_work(self):
+        data = P2 + (pickle.NONE + pickle.POP) * 3_000 + pickle.NONE + pickle.STOP
+        assert load_structure(data, budget=PickleBudget(max_cost=6_003)) is None
+        with pytest.raises(BudgetExceededError, match="^refused: more opcodes run, .* than 6,002$"):
+            load_structure(data, budget=PickleBudget(max_cost=6_002))
+
+    def test_values_left_on_the_stack_are_refused(self):
+        with pytest.raises(
+            BudgetExceededError, match=r"^refused: more values on the stack than 1,000 \(found 1,001\)"
+        ):
+            load_structure(P2 + pickle.NONE * 3_000 + pickle.STOP, budget=PickleBudget(max_stack=1_000))
+
+    def test_values_under_marks_count_on_the_stack(self):
+        # 3 MARK levels of 400 values each: no level alone is over the limit, together they are
+        data = P2 + (pickle.NONE * 400 + pickle.MARK) * 3 + pickle.STOP
+        with pytest.raises(BudgetExceededError, match="more values on the stack than 1,000"):
+            load_structure(data, budget=PickleBudget(max_stack=1_000))
+
+    def test_a_tuple_as_long_as_the_stack_allows_loads(self):
+        data = P2 + pickle.MARK + pickle.NONE * 1_000 + pickle.TUPLE + pickle.STOP
+        assert load_structure(data, budget=PickleBudget(max_stack=1_000)) == (None,) * 1_000
 
 
 class TestLoadStructureTensorRecords:
@@ -200,6 +240,75 @@ class TestLoadStructureTensorRecords:
     def test_text_persistent_id_is_refused(self):
         with pytest.raises(RefusedOpcodeError, match="^refused: PERSID"):
             load_structure(pickle.PERSID + b"0\n" + pickle.STOP)
+
+
+class _SliceCounter(bytearray):
+    """Pickle bytes that count how many bytes the reader copies out of them by slicing."""
+
+    copied = 0
+
+    def __getitem__(self, index):
+        found = super().__getitem__(index)
+        if isinstance(index, slice):
+            self.copied += len(found)
+        return found
+
+
+# One of each opcode that reads a newline-terminated argument (protocol 0), each then POPped.
+_TEXT_LINES = b"".join(
+    op + b"0"
+    for op in (
+        b"S'abc'\n",
+        b'S"a\\x41"\n',
+        b"Vtext \\u20ac\n",
+        b"I12\n",
+        b"I01\n",
+        b"L123456789012345678901234567890L\n",
+        b"F2.5\n",
+        b"ccollections\nOrderedDict\n",
+        b"Np7\n",
+        b"g7\n",
+    )
+)
+
+
+class TestLoadStructureTextLines:
+    def test_a_line_is_read_without_the_rest_of_the_data(self):
+        # Each line was found in a copy of all the data after it (up to 16 MB for STRING and
+        # UNICODE): a few MB of short lines then cost hours. 1 MB follows the STOP here.
+        body = _TEXT_LINES * 50 + pickle.NONE + pickle.STOP
+        data = _SliceCounter(body + b"x" * (1 << 20))
+        assert load_structure(data) is None
+        assert data.copied <= len(body)
+
+    def test_lines_read_in_place_from_a_memoryview(self):
+        # every length around the 64-byte steps a scan might take, and a line longer than a page
+        obj = {"s": ["x" * n for n in (0, 1, 63, 64, 65, 127, 128, 129, 5_000)], "i": [1, -(2**100)]}
+        obj["f"], obj["b"] = [0.1, float("inf")], [True, False]
+        data = pickle.dumps(obj, protocol=0)
+        assert load_structure(memoryview(data)) == obj == load_structure(data)
+        assert load_structure(memoryview(_TEXT_LINES + pickle.NONE + pickle.STOP)) is None
+
+    @pytest.mark.parametrize("wrap", [bytes, memoryview], ids=["bytes", "memoryview"])
+    def test_a_line_without_its_newline_is_refused_at_its_limit(self, wrap):
+        cases = {
+            pickle.INT + b"7" * 10_000: "an integer with more digits than 39",
+            pickle.FLOAT + b"1" * 10_000: "a text FLOAT longer than 64 characters",
+            pickle.GLOBAL + b"m" * 10_000: "a GLOBAL name longer than 512 characters",
+            pickle.UNICODE + b"u" * 2_000: "a string longer than 100",
+            pickle.STRING + b"'" + b"s" * 2_000: "a string longer than 100",
+        }
+        for data, reason in cases.items():
+            with pytest.raises(pickle.UnpicklingError, match=reason):
+                load_structure(wrap(data + b"\n" + pickle.STOP), budget=PickleBudget(max_str_bytes=100))
+            _damage(wrap(data[:20]), "truncated")  # the data ends within the limit
+
+    def test_a_text_line_costs_one_more_work(self):
+        # 400 text INTs and POPs, then NONE STOP: 802 opcodes and 400 lines
+        data = (b"I1\n" + pickle.POP) * 400 + pickle.NONE + pickle.STOP
+        assert load_structure(data, budget=PickleBudget(max_cost=1_202)) is None
+        with pytest.raises(BudgetExceededError, match="more opcodes run"):
+            load_structure(data, budget=PickleBudget(max_cost=1_201))
 
 
 class TestLoadStructureRefusals:

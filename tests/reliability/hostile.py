@@ -163,6 +163,23 @@ def fifo_with_our_name(folder: Path) -> HostileCase:
     return _case(folder, "fifo-retention", path, "save")
 
 
+def short_text_lines(folder: Path) -> HostileCase:
+    """600,000 protocol-0 strings of one character (3.6 MB, deflated to 6 KB): each line was
+    found in a copy of everything after it, so reading them took about a minute (the time
+    grew with the square of the size)."""
+    data = b"S'a'\n0" * 600_000 + b"N."
+    path = _torch_zip(folder / "lines.pt", data, method=zipfile.ZIP_DEFLATED)
+    return _case(folder, "short-text-lines", path, "list", r"holds a NoneType")
+
+
+def memo_bomb(folder: Path) -> HostileCase:
+    """None stored in the memo 3 million times (6 MB, deflated to a few KB); the 64 MB the
+    listing reads would be 32 million entries, gigabytes, if the memo were not counted."""
+    data = b"\x80\x04" + b"N\x94" * 3_000_000 + b"N."
+    path = _torch_zip(folder / "memo.pt", data, method=zipfile.ZIP_DEFLATED)
+    return _case(folder, "memo-bomb", path, "list", r"refused: more opcodes run, memo entries stored")
+
+
 # ---------------------------------------------------------------------------------- crashes
 
 
@@ -452,6 +469,8 @@ BUILDERS: dict[str, Callable[[Path], HostileCase]] = {
     "size-tuple-of-strings": size_tuple_of_huge_strings,
     "fifo-listing": fifo_named_like_a_checkpoint,
     "fifo-retention": fifo_with_our_name,
+    "short-text-lines": short_text_lines,
+    "memo-bomb": memo_bomb,
     "deep-pickle": deep_pickle,
     "deep-json-record": deep_json_record,
     "record-of-empty-objects": record_of_empty_objects,

@@ -30,7 +30,9 @@ class PickleBudget:
     # Containers inside containers; a GPT checkpoint nests about 6 deep.
     max_depth: int = 100
     # Objects built, a container costing 1 + its children's costs (a shared list used twice
-    # counts twice), also the cap on all objects built or hashed while reading one pickle.
+    # counts twice). Also the cap on the work of reading one pickle: 1 per opcode run, 1 more
+    # per text line read and per memo entry stored, plus each call's and each hashed key's
+    # cost (see ``charge``). The memo and the stack so never hold more than this many values.
     max_cost: int = 4_000_000
     # Bytes of one integer (LONG1/LONG4; text INT/LONG by the digits this many bytes hold).
     max_int_bytes: int = 16
@@ -44,6 +46,9 @@ class PickleBudget:
     max_numel: int = 1 << 48
     # Bytes of the pickle itself (a checkpoint's data.pkl is about 100 bytes per tensor).
     max_pickle_bytes: int = 64 << 20
+    # Values on the stack, all MARK levels together: the items of a protocol 0-1 tuple, or of
+    # a DICT opcode (keys and values), wait there until their MARK closes.
+    max_stack: int = 2_000_000
 
     @property
     def max_int_digits(self) -> int:

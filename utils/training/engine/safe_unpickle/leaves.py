@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import codecs
 import pickle
+import re
 import struct
 
 from .allowlist import resolve
@@ -31,6 +32,7 @@ _I32, _U32, _U64 = (struct.Struct(f).unpack_from for f in ("<i", "<I", "<Q"))
 _U16, _F64 = struct.Struct("<H").unpack_from, struct.Struct(">d").unpack_from
 _NAME_LINE = 512  # characters of a GLOBAL module or name line: no allowlisted name comes close
 _NUMBER_LINE = 64  # characters of a text FLOAT or memo index
+_NEWLINE = re.compile(b"\n")
 
 
 def _check_length(size: int, limit: int) -> None:
@@ -46,14 +48,31 @@ def _end_of(m: Machine, pos: int, size: int, limit: int) -> int:
     return pos + size
 
 
+def _newline(data, pos: int, stop: int) -> int:
+    """The offset of the first newline in ``data[pos:stop]``, or -1, found without copying.
+
+    Each line is scanned once, from its own start: a copy of the rest of the data per line
+    would make a pickle of many short lines cost its size squared. A memoryview (of a
+    memory-mapped file) has no ``find``; a regular expression scans its buffer in place.
+    """
+    if type(data) is memoryview:
+        found = _NEWLINE.search(data, pos, stop)
+        return -1 if found is None else found.start()
+    return data.find(b"\n", pos, stop)
+
+
 def _line(m: Machine, pos: int, limit: int, too_long) -> tuple[bytes, int]:
-    """The text up to the next newline (at most ``limit`` bytes) and the position after it."""
+    """The text up to the next newline (at most ``limit`` bytes) and the position after it.
+
+    A line costs 1 work on top of its opcode's: parsing text is a few times slower than
+    reading a binary argument, and torch never writes text opcodes.
+    """
+    m.work += 1
     stop = min(pos + limit + 1, m.end)
-    chunk = bytes(m.data[pos:stop])
-    found = chunk.find(b"\n")
+    found = _newline(m.data, pos, stop)
     if found < 0:
         raise truncated() if stop >= m.end else too_long()
-    return chunk[:found], pos + found + 1
+    return bytes(m.data[pos:found]), found + 1
 
 
 def _int_too_long(m: Machine):
@@ -222,14 +241,17 @@ def _sized_op(reader, length_size: int):
     return op
 
 
-# The binary memo opcodes are a third of a checkpoint's opcodes: they skip the helpers.
+# The binary memo opcodes are a third of a checkpoint's opcodes: they skip the helpers
+# (``put`` with its work charge inlined; the dispatch loop checks the total).
 def _binput(m, pos):
     m.memo[m.data[pos]] = m.stack[-1]
+    m.work += 1
     return pos + 1
 
 
 def _long_binput(m, pos):
     m.memo[_U32(m.data, pos)[0]] = m.stack[-1]
+    m.work += 1
     return pos + 4
 
 

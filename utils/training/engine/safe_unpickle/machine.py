@@ -18,6 +18,7 @@ __all__ = [
     "IMMUTABLE",
     "KINDS",
     "SEALED",
+    "WORK_EXCEEDED",
     "Machine",
     "Node",
     "adopt",
@@ -47,14 +48,19 @@ class Node:
 
 
 class Machine:
-    """The interpreter's state for one pickle: the data, stacks, memo, budget and work done."""
+    """The interpreter's state for one pickle: the data, stacks, memo, budget and work done.
 
-    __slots__ = ("data", "end", "stack", "metastack", "memo", "budget", "work", "result")
+    ``work`` counts what reading costs (see :func:`charge`); the dispatch loop adds 1 per
+    opcode run. ``below`` is how many values the MARK levels under ``stack`` hold.
+    """
+
+    __slots__ = ("data", "end", "stack", "metastack", "below", "memo", "budget", "work", "result")
 
     def __init__(self, data, end: int, budget: PickleBudget) -> None:
         self.data, self.end, self.budget = data, end, budget
         self.stack: list = []
         self.metastack: list[list] = []
+        self.below = 0
         self.memo: dict[int, Any] = {}
         self.work = 0
         self.result: Any = None
@@ -95,11 +101,18 @@ def new_node(m: Machine, value: Any, cost: int, depth: int, kind: int = IMMUTABL
     return Node(value, cost, depth, kind)
 
 
+WORK_EXCEEDED = "more opcodes run, memo entries stored, objects built or hashed than"
+
+
 def charge(m: Machine, cost: int) -> None:
-    """Count work that is not a child insertion (a call's result, a hashed key)."""
+    """Count work that is not a child insertion (a call's result, a hashed key).
+
+    Each opcode run and each memo entry stored count 1 too; the dispatch loop in :mod:`vm`
+    adds those and checks the total, so that no opcode is free.
+    """
     m.work += cost
     if m.work > m.budget.max_cost:
-        raise BudgetExceededError("more objects built or hashed than", m.budget.max_cost)
+        raise BudgetExceededError(WORK_EXCEEDED, m.budget.max_cost)
 
 
 def check_sequence(m: Machine, count: int) -> None:
@@ -113,6 +126,7 @@ def pop_mark(m: Machine) -> list:
     if not m.metastack:
         raise damaged("an opcode needs a MARK that is not there")
     m.stack = m.metastack.pop()
+    m.below -= len(m.stack)
     return items
 
 
@@ -131,9 +145,11 @@ def get(m: Machine, index: int) -> None:
 
 
 def put(m: Machine, index: int) -> None:
+    """Store the top of the stack as memo entry ``index``; an entry costs 1 work (it stays alive)."""
     if index < 0:
         raise damaged("a negative memo index")
     m.memo[index] = m.stack[-1]
+    m.work += 1
 
 
 def grow(m: Machine, node: Node, count: int, cost: int, depth: int) -> None:

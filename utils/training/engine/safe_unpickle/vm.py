@@ -34,6 +34,7 @@ from .machine import (
     LIST,
     SEALED,
     SET,
+    WORK_EXCEEDED,
     Machine,
     Node,
     charge,
@@ -86,6 +87,7 @@ def _hashed(m: Machine, node: Node | None, values: list, items: list) -> None:
 
 def _mark(m, pos):
     m.metastack.append(m.stack)
+    m.below += len(m.stack)
     m.stack = []
     if len(m.metastack) > m.budget.max_depth:
         raise BudgetExceededError("nesting deeper than", m.budget.max_depth, len(m.metastack), " containers")
@@ -310,8 +312,30 @@ def _table() -> tuple:
 _TABLE = _table()
 
 
+# Opcodes run between two checks of the work and the stack. Each opcode adds at most one
+# value to the stack, so a round never runs more opcodes than the stack has room for.
+_ROUND = 4096
+
+
+def _round_length(m: Machine) -> int:
+    """How many opcodes may run before the next check; raises when the work or stack is spent."""
+    budget = m.budget
+    spare = budget.max_cost - m.work
+    if spare <= 0:
+        raise BudgetExceededError(WORK_EXCEEDED, budget.max_cost)
+    room = budget.max_stack - m.below - len(m.stack)
+    if room < 0:
+        raise BudgetExceededError("more values on the stack than", budget.max_stack, budget.max_stack - room)
+    return min(_ROUND, spare, room or 1)
+
+
 def run(data, start: int, budget: PickleBudget) -> tuple[Any, int]:
     """Interpret the pickle at ``data[start:]``; returns (value, offset after its STOP).
+
+    Every opcode costs 1 work: the loop runs them in rounds of at most ``_round_length``
+    and adds each round to ``m.work``, so the budget bounds the time (each opcode takes time
+    linear in the bytes it reads) and, with ``max_stack``, the memory a pickle can claim.
+    A pickle is refused exactly when its total work is over ``max_cost``.
 
     Raises:
         pickle.UnpicklingError: damaged bytes; its subclasses for refused or too large content.
@@ -321,14 +345,23 @@ def run(data, start: int, budget: PickleBudget) -> tuple[Any, int]:
     table, pos = _TABLE, start
     try:
         while True:
-            if pos >= end:
-                if end < len(data):
-                    raise BudgetExceededError("a pickle longer than", budget.max_pickle_bytes, None, " bytes")
-                raise truncated()
-            following = table[data[pos]](m, pos + 1)
-            if following < 0:
-                break
-            pos = following
+            steps = _round_length(m)
+            for done in range(1, steps + 1):  # noqa: B007 (read after the loop)
+                if pos >= end:
+                    if end < len(data):
+                        raise BudgetExceededError(
+                            "a pickle longer than", budget.max_pickle_bytes, None, " bytes"
+                        )
+                    raise truncated()
+                following = table[data[pos]](m, pos + 1)
+                if following < 0:
+                    break
+                pos = following
+            else:
+                m.work += steps
+                continue
+            charge(m, done)  # the last round, up to STOP: the budget holds to the last opcode
+            break
     except pickle.UnpicklingError:
         raise
     except struct.error as error:  # only reads of fixed-size arguments raise it
