@@ -50,7 +50,7 @@ class TestTrain:
 
     def test_best_checkpoint_is_none_when_this_run_kept_no_file(self, setup, tmp_path, monkeypatch):
         save_checkpoint(tmp_path, setup.model, None, epoch=0, global_step=1, metrics={"val_loss": 0.01})
-        monkeypatch.setattr("utils.training.loop.save_checkpoint", _failing_save)
+        monkeypatch.setattr("utils.training.loop_saves.save_checkpoint", _failing_save)
         assert train(*setup.args(tmp_path), progress=False).best_checkpoint is None
 
     def test_dataclass_model_config_without_to_dict_is_stored(self, setup, tmp_path):
@@ -97,7 +97,7 @@ class TestTrain:
             train(*setup.args(tmp_path), progress=False)
 
     def test_failed_save_warns_and_training_continues(self, setup, tmp_path, monkeypatch, capsys):
-        monkeypatch.setattr("utils.training.loop.save_checkpoint", _failing_save)
+        monkeypatch.setattr("utils.training.loop_saves.save_checkpoint", _failing_save)
         run = train(*setup.args(tmp_path), progress=False)
         out = capsys.readouterr().out
         assert run.epochs_completed == 2 and len(run.save_failures) == 2 and run.checkpoints == []
@@ -106,7 +106,7 @@ class TestTrain:
 
     def test_failed_save_can_stop_the_run(self, tmp_path, make_setup, monkeypatch, capsys):
         s = make_setup(stop_on_save_error=True)
-        monkeypatch.setattr("utils.training.loop.save_checkpoint", _failing_save)
+        monkeypatch.setattr("utils.training.loop_saves.save_checkpoint", _failing_save)
         run = train(*s.args(tmp_path), progress=False)
         assert run.epochs_completed == 1 and run.stop_reason.startswith("checkpoint save failed")
         assert "Training stopped" in capsys.readouterr().out

@@ -15,6 +15,9 @@ the bytes of the members after it. So the engine reads torch files itself:
 
 The pre-1.6 format (not a zip: several pickles one after another) is checked by the
 same virtual machine and then read by ``torch.load(weights_only=True)``.
+
+The reads' failures become errors naming the file in :mod:`torchfile_errors` (whose fixes and
+``unsafe_error`` are importable from here too).
 """
 
 from __future__ import annotations
@@ -32,16 +35,18 @@ from typing import Any
 import torch
 
 from . import archive
-from .errors import CheckpointError, CorruptCheckpointError, UnsafeCheckpointError
-from .safe_unpickle import (
-    BudgetExceededError,
-    RefusedGlobalError,
-    SparseTensorStub,
-    TensorStub,
-    load_structure,
-    load_structure_at,
-)
+from .errors import CheckpointError, CorruptCheckpointError
+from .safe_unpickle import SparseTensorStub, TensorStub, load_structure, load_structure_at
 from .text import first_line
+from .torchfile_errors import (
+    DAMAGED_FIX,
+    INTERRUPTED_FIX,
+    TRUST_FIX,
+    describe_foreign,
+    unpickle_call,
+    unsafe_error,
+    zip_call,
+)
 from .untrusted import LIMITS, UntrustedFile
 
 __all__ = [
@@ -53,16 +58,6 @@ __all__ = [
 
 ZIP_MAGIC = b"PK\x03\x04"
 PICKLE_MAGIC = b"\x80"  # the pre-1.6 format starts with a protocol-2 pickle
-INTERRUPTED_FIX = (
-    "the file is incomplete -- the save was probably interrupted (e.g. a Colab disconnect); "
-    "pick another checkpoint. The listing skips this file and earlier checkpoints are intact, "
-    "so you may delete it"
-)
-DAMAGED_FIX = "the file is damaged or incomplete (e.g. a save interrupted by a Colab disconnect); pick another checkpoint"
-_TRUST_FIX = (
-    "open it only if you trust its source (load_model_weights(..., trust_pickle=True)), then re-save it "
-    "with save_checkpoint to get a safe file"
-)
 
 
 class TorchFile:
@@ -75,9 +70,9 @@ class TorchFile:
         self.is_zip = head == ZIP_MAGIC
         self.end: archive.EndRecord | None = None
         if self.is_zip:
-            self.end = _zip_call(self.path, lambda: archive.end_record(handle.file), truncated=True)
+            self.end = zip_call(self.path, lambda: archive.end_record(handle.file), truncated=True)
         elif not head.startswith(PICKLE_MAGIC):
-            raise CorruptCheckpointError(self.path, _describe_foreign(handle), fix=DAMAGED_FIX)
+            raise CorruptCheckpointError(self.path, describe_foreign(handle), fix=DAMAGED_FIX)
         self._entries: dict[str, archive.ZipEntry] | None = None
         self._structure: Any = _UNREAD
         self._legacy_object: Any = _UNREAD
@@ -90,19 +85,19 @@ class TorchFile:
         return first.name.split("/", 1)[0] if first is not None else ""
 
     def first_entry(self) -> archive.ZipEntry | None:
-        return _zip_call(self.path, lambda: archive.first_entry(self.handle.file, self.end))
+        return zip_call(self.path, lambda: archive.first_entry(self.handle.file, self.end))
 
     def last_entry(self) -> archive.ZipEntry | None:
-        return _zip_call(self.path, lambda: archive.last_entry(self.handle.file, self.end))
+        return zip_call(self.path, lambda: archive.last_entry(self.handle.file, self.end))
 
     def entries(self) -> dict[str, archive.ZipEntry]:
         """Every member, by name (parsed once)."""
         if self._entries is None:
-            self._entries = _zip_call(self.path, lambda: archive.read_entries(self.handle.file, self.end))
+            self._entries = zip_call(self.path, lambda: archive.read_entries(self.handle.file, self.end))
         return self._entries
 
     def read_member(self, entry: archive.ZipEntry, max_bytes: int) -> bytes:
-        return _zip_call(
+        return zip_call(
             self.path,
             lambda: archive.read_member(self.handle.file, entry, self.end.directory_offset, max_bytes),
         )
@@ -118,7 +113,7 @@ class TorchFile:
     def _read_structure(self) -> Any:
         if not self.is_zip:
             data = self.handle.read_at(0, min(self.handle.size, LIMITS.pickle_bytes))
-            return _unpickle(self.path, lambda: _legacy_main_pickle(data))
+            return unpickle_call(self.path, lambda: _legacy_main_pickle(data))
         first = self.first_entry()
         if first is None or not first.name.endswith("/data.pkl") or first.name.count("/") != 1:
             raise CorruptCheckpointError(
@@ -128,7 +123,7 @@ class TorchFile:
                 fix="pick a checkpoint written by save_checkpoint or torch.save",
             )
         data = self.read_member(first, LIMITS.pickle_bytes)
-        return _unpickle(self.path, lambda: load_structure(data))
+        return unpickle_call(self.path, lambda: load_structure(data))
 
     # -- tensors ----------------------------------------------------------------------------------
 
@@ -149,7 +144,7 @@ class TorchFile:
             return self._sparse(stub, dense)
         if stub.opaque or stub.storage is None or stub.dtype is None:
             raise CorruptCheckpointError(
-                self.path, f"holds a {stub.kind} tensor, which this reader cannot rebuild", fix=_TRUST_FIX
+                self.path, f"holds a {stub.kind} tensor, which this reader cannot rebuild", fix=TRUST_FIX
             )
         storage = self._storage(stub)
         if stub.storage_extent > storage.numel():
@@ -195,7 +190,7 @@ class TorchFile:
                 f"tensor data {name!r} declares {needed:,} bytes but its member holds {entry.size:,}",
                 fix=DAMAGED_FIX,
             )
-        offset = _zip_call(
+        offset = zip_call(
             self.path, lambda: archive.member_data_offset(self.handle.file, entry, self.end.directory_offset)
         )
         count = needed // dtype.itemsize
@@ -230,7 +225,7 @@ class TorchFile:
         entry = self.entries().get(f"{self.root}/data/{key}")
         if entry is None or entry.method != zipfile.ZIP_STORED:
             return None
-        start = _zip_call(
+        start = zip_call(
             self.path, lambda: archive.member_data_offset(self.handle.file, entry, self.end.directory_offset)
         )
         return start, start + entry.size, entry.crc
@@ -314,58 +309,6 @@ class TorchFile:
 _UNREAD = object()
 
 
-def _zip_call(path: Path, read: Callable[[], Any], *, truncated: bool = False) -> Any:
-    """Run an :mod:`archive` read; its errors become CorruptCheckpointError naming the file."""
-    try:
-        return read()
-    except archive.NoEndRecordError:
-        raise CorruptCheckpointError(
-            path,
-            "is truncated: its end (the zip directory) is missing -- the save was probably interrupted",
-            expected="a complete PyTorch checkpoint",
-            fix=INTERRUPTED_FIX,
-        ) from None
-    except archive.ArchiveError as error:
-        problem = (
-            str(error) if str(error).startswith("refused:") else f"has a damaged zip structure ({error})"
-        )
-        raise CorruptCheckpointError(
-            path, problem, expected="a complete PyTorch checkpoint", fix=DAMAGED_FIX
-        ) from None
-
-
-def _unpickle(path: Path, load: Callable[[], Any]) -> Any:
-    """Run the restricted unpickler; its refusals and damage become our errors."""
-    try:
-        return load()
-    except RefusedGlobalError as error:
-        raise unsafe_error(path, error.qualified_name) from error
-    except BudgetExceededError as error:
-        raise CorruptCheckpointError(
-            path,
-            f"its pickle was {error}",
-            expected="a checkpoint of bounded size and depth",
-            fix=DAMAGED_FIX,
-        ) from error
-    except pickle.UnpicklingError as error:
-        raise CorruptCheckpointError(
-            path,
-            f"its pickle cannot be read ({error})",
-            expected="a complete PyTorch checkpoint",
-            fix=DAMAGED_FIX,
-        ) from error
-
-
-def unsafe_error(path: Path, what: str) -> UnsafeCheckpointError:
-    """The refusal of a file whose pickle needs ``what`` (an escaped global name) to be unpickled."""
-    return UnsafeCheckpointError(
-        path,
-        f"needs `{what}` to be unpickled; loading it would run code from the file, so it was refused",
-        expected="a checkpoint of tensors, numbers, strings, lists and dicts (what save_checkpoint writes)",
-        fix=_TRUST_FIX,
-    )
-
-
 def _legacy_main_pickle(data: bytes) -> Any:
     """The pre-1.6 format: magic number, protocol, system info, then the object itself."""
     offset = 0
@@ -389,13 +332,3 @@ def _legacy_torch_load(path: Path, handle: UntrustedFile) -> Any:
             raise CorruptCheckpointError(
                 path, f"cannot be read as a PyTorch checkpoint ({type(error).__name__})", fix=DAMAGED_FIX
             ) from error
-
-
-def _describe_foreign(handle: UntrustedFile) -> str:
-    """Why a file that is neither zip nor pickle is not a checkpoint, without echoing its bytes."""
-    head = handle.head(8)
-    if head.startswith(b"PK"):
-        return f"is a zip file whose first member is damaged ({handle.size:,} bytes)"
-    text = all(32 <= b < 127 or b in (9, 10, 13) for b in head)
-    kind = "text" if text else "binary data of an unknown format"
-    return f"is not a PyTorch checkpoint ({handle.size:,} bytes of {kind}; no zip archive)"
