@@ -20,6 +20,8 @@ which one core nearly fills, and each of the thousands of small operations would
 otherwise start a parallel region that waits for every thread of the pool: on a machine
 whose cores are busy with other work (a notebook's kernel beside a data loader, a
 shared CI runner) that made loading GPT-2 small ten times slower (benchmarks/bench_loading.py).
+The exception is a transposed source (Hugging Face's Conv1D weights): its strided copies are
+bound by the CPU, few and long, and run on every thread.
 """
 
 from __future__ import annotations
@@ -41,7 +43,12 @@ _BLOCK_BYTES = 4 << 20
 # memory-mapped file, one thread: 258 ms for the copy and 879 ms with the comparison, against 283 and
 # 1,248 ms with 32 columns; one whole-tensor copy_ was 2.5x slower than 32 columns, row blocks 4.7x.
 # Few, large blocks also keep the number of parallel ops low: on a busy 2-core machine each small op
-# waits for its second thread.
+# waits for its second thread. Unlike the contiguous copies (memory-bound, thousands of small ops),
+# these strided copies and comparisons are bound by the CPU and each takes milliseconds, so they run
+# on all of torch's threads: on 2 idle cores that halves them (benchmarks/bench_sources.py: Hugging
+# Face GPT-2 small against our format, 1.63x -> 1.19x). A few hundred such ops, each milliseconds long,
+# lose at most a scheduler slice each when another process holds a core, not the 10x of the small ops.
+# (Python threads of one torch thread each, tried instead, gained only 1.3x on 2 idle cores.)
 _TRANSPOSE_COLUMNS = 256
 
 
@@ -99,9 +106,10 @@ def copy_verified(jobs: Iterable[CopyJob], verify: bool) -> CopyResult:
     for NaN/Inf in it right after writing it.
     """
     result = CopyResult([], [])
+    threads = torch.get_num_threads()
     with torch.no_grad(), _one_thread():
         for job in jobs:
-            same, finite = _copy_blocks(job.target, job.source, verify)
+            same, finite = _copy_blocks(job.target, job.source, verify, threads)
             if not same:
                 result.differing.append(job.name)
             if not finite:
@@ -110,18 +118,18 @@ def copy_verified(jobs: Iterable[CopyJob], verify: bool) -> CopyResult:
 
 
 @contextlib.contextmanager
-def _one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _one_thread(threads: int = 1) -> Iterator[None]:
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
     try:
         yield
     finally:
-        torch.set_num_threads(threads)
+        torch.set_num_threads(before)
 
 
-def _copy_blocks(target: torch.Tensor, source: torch.Tensor, verify: bool) -> tuple[bool, bool]:
+def _copy_blocks(target: torch.Tensor, source: torch.Tensor, verify: bool, threads: int) -> tuple[bool, bool]:
     if _transposed(target, source):
-        return _copy_transposed(target, source, verify)
+        return _copy_transposed(target, source, verify, threads)
     if target.dim() == 0 or not target.is_contiguous() or target.shape[0] == 0:
         target.copy_(source)
         return (not verify or equal_bits(target, source)), not has_nonfinite(target)
@@ -149,17 +157,20 @@ def _transposed(target: torch.Tensor, source: torch.Tensor) -> bool:
     )
 
 
-def _copy_transposed(target: torch.Tensor, source: torch.Tensor, verify: bool) -> tuple[bool, bool]:
+def _copy_transposed(
+    target: torch.Tensor, source: torch.Tensor, verify: bool, threads: int
+) -> tuple[bool, bool]:
     """Copy in column blocks, each compared right after it is written, while both are in the cache;
     the NaN/Inf scan runs once over the contiguous target (summing strided blocks would cost more
-    than the copy)."""
+    than the copy). The blocks' strided ops run on ``threads`` torch threads (see above)."""
     same = True
-    for start in range(0, target.shape[1], _TRANSPOSE_COLUMNS):
-        block, original = (
-            target[:, start : start + _TRANSPOSE_COLUMNS],
-            source[:, start : start + _TRANSPOSE_COLUMNS],
-        )
-        block.copy_(original)
-        if verify and same and not equal_bits(block, original):
-            same = False
+    with _one_thread(threads):
+        for start in range(0, target.shape[1], _TRANSPOSE_COLUMNS):
+            block, original = (
+                target[:, start : start + _TRANSPOSE_COLUMNS],
+                source[:, start : start + _TRANSPOSE_COLUMNS],
+            )
+            block.copy_(original)
+            if verify and same and not equal_bits(block, original):
+                same = False
     return same, not has_nonfinite(target)
