@@ -13,6 +13,7 @@ import torch
 import utils.training.engine.checkpoint as checkpoint_module
 from utils.data import EpochBatches
 from utils.training import TrainConfig, train
+from utils.training.distributed.context import DistributedContext
 from utils.training.engine.errors import CheckpointSaveError
 from utils.training.engine.naming import parse_checkpoint_filename
 from utils.training.engine.recovery import list_checkpoints
@@ -195,6 +196,14 @@ class TestTrainConfigSaving:
 
     def test_a_path_object_is_stored_as_text(self, tmp_path):
         assert TrainConfig(mirror_dir=tmp_path).mirror_dir == str(tmp_path)
+
+
+@pytest.mark.parametrize("settings", [dict(async_save=True), dict(mirror_dir="m")])
+def test_with_several_processes_background_saves_and_the_mirror_are_refused(tmp_path, make_setup, settings):
+    with pytest.raises(ValueError, match="are for one process: with several processes every rank"):
+        train(*make_setup(**settings).args(tmp_path / "l"), progress=False,
+              distributed=DistributedContext(world_size=2, strategy="ddp", has_group=True))  # fmt: skip
+    assert not (tmp_path / "l").exists() or not list((tmp_path / "l").iterdir())
 
 
 def test_no_thread_is_left_running_after_train(tmp_path, make_setup):

@@ -109,16 +109,16 @@ def train(
         scaler=scaler, resume=resume_state, progress=progress, model_config=model_config,
     )  # fmt: skip
     session.distributed = distributed or SINGLE_PROCESS
-    # A resume continues the run it resumes (its files stay subject to retention); a new run gets
-    # a new id, the same on every rank.
-    session.run_id = (resume_state.run_id if resume_state else None) or session.distributed.broadcast(
-        uuid.uuid4().hex
-    )
     if session.distributed.has_group and (config.async_save or config.mirror_dir):
         raise ValueError(
             "async_save and mirror_dir are for one process: with several processes every rank takes part in "
             "each save. Leave out --async-save and --mirror-dir (TrainConfig async_save=False, mirror_dir=None)."
         )
+    # A resume continues the run it resumes (its files stay subject to retention); a new run gets
+    # a new id, the same on every rank.
+    session.run_id = (resume_state.run_id if resume_state else None) or session.distributed.broadcast(
+        uuid.uuid4().hex
+    )
     session.saves = LoopSaves.open(config, session.checkpoint_dir)
     state = Position.start(resume_state, train_batches)
     run = session.run
