@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
 import venv
@@ -58,6 +59,10 @@ def ensure_environment() -> Path:
 def run_notebook(python: Path, extra: list[str]) -> None:
     """Execute training.ipynb top to bottom with the tiny preset on CPU."""
     OUTPUTS.mkdir(exist_ok=True)
+    checkpoints = OUTPUTS / "checkpoints"
+    if checkpoints.exists():  # a new run each time: retention never prunes another run's files
+        shutil.rmtree(checkpoints)
+        print(f"Removed the previous run's {checkpoints}")
     executed = OUTPUTS / "training.executed.ipynb"
     _run(
         python, "-m", "papermill", "training.ipynb", executed,
@@ -65,7 +70,7 @@ def run_notebook(python: Path, extra: list[str]) -> None:
         "-p", "MODEL_PRESET", "tiny",
         "-p", "EPOCHS", "20",
         "-p", "DEVICE", "cpu",
-        "-p", "CHECKPOINT_DIR", str(OUTPUTS / "checkpoints"),
+        "-p", "CHECKPOINT_DIR", str(checkpoints),
         "-p", "OUTPUT_DIR", str(OUTPUTS),
         *extra,
     )  # fmt: skip
