@@ -46,7 +46,7 @@ _BLOCK_BYTES = 4 << 20
 # waits for its second thread. Unlike the contiguous copies (memory-bound, thousands of small ops),
 # these strided copies and comparisons are bound by the CPU and each takes milliseconds, so they run
 # on all of torch's threads: on 2 idle cores that halves them (benchmarks/bench_sources.py: Hugging
-# Face GPT-2 small against our format, 1.63x -> 1.19x). A few hundred such ops, each milliseconds long,
+# Face GPT-2 small against our format, 1.63x -> 1.2x). A few hundred such ops, each milliseconds long,
 # lose at most a scheduler slice each when another process holds a core, not the 10x of the small ops.
 # (Python threads of one torch thread each, tried instead, gained only 1.3x on 2 idle cores.)
 _TRANSPOSE_COLUMNS = 256
