@@ -43,6 +43,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
+from proc_memory import smaps_mb, status_mb  # noqa: E402 (benchmarks/ is sys.path[0])
 
 from utils.model import GPT, GPTConfig  # noqa: E402
 from utils.training.engine.format import build_checkpoint  # noqa: E402
@@ -109,39 +110,26 @@ def warm_page_cache(paths: list[Path]) -> float:
 # --- worker side: one measurement, one fresh process --------------------------------------------
 
 
-def _status_mb(field: str) -> float:
-    with open("/proc/self/status") as handle:
-        for line in handle:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def _uss_mb() -> float:
-    total = 0
-    with open("/proc/self/smaps_rollup") as handle:
-        for line in handle:
-            if line.startswith(("Private_Clean:", "Private_Dirty:")):
-                total += int(line.split()[1])
-    return total / 1024
-
-
 class _PeakSampler(threading.Thread):
     """Peaks of RssAnon (every 2 ms), RssFile and USS (every 20 ms)."""
 
     def __init__(self) -> None:
         super().__init__(daemon=True)
-        self.anon, self.file, self.uss = _status_mb("RssAnon"), _status_mb("RssFile"), _uss_mb()
+        self.anon, self.file, self.uss = (
+            status_mb("RssAnon"),
+            status_mb("RssFile"),
+            smaps_mb("Private_Clean", "Private_Dirty"),
+        )
         self.stop = threading.Event()
 
     def run(self) -> None:
         tick = 0
         while not self.stop.wait(0.002):
-            self.anon = max(self.anon, _status_mb("RssAnon"))
+            self.anon = max(self.anon, status_mb("RssAnon"))
             tick += 1
             if tick % 10 == 0:
-                self.file = max(self.file, _status_mb("RssFile"))
-                self.uss = max(self.uss, _uss_mb())
+                self.file = max(self.file, status_mb("RssFile"))
+                self.uss = max(self.uss, smaps_mb("Private_Clean", "Private_Dirty"))
 
 
 def _read_weights(paths: list[Path]) -> None:
@@ -168,8 +156,8 @@ def _compare(paths: list[Path], quick: bool) -> dict:
     generator = torch.Generator().manual_seed(0)
     vocab = (QUICK if quick else FULL)["vocab_size"]
     batches = [(x, torch.roll(x, -1, 1)) for x in torch.randint(vocab, (4, 1, 128), generator=generator)]
-    before = _status_mb("RssAnon")
-    before_uss = _uss_mb()
+    before = status_mb("RssAnon")
+    before_uss = smaps_mb("Private_Clean", "Private_Dirty")
     sampler = _PeakSampler()
     sampler.start()
     start = time.perf_counter()
@@ -179,7 +167,7 @@ def _compare(paths: list[Path], quick: bool) -> dict:
     sampler.join()
     return {
         "seconds": seconds,
-        "extra_mb": max(sampler.anon, _status_mb("RssAnon")) - before,
+        "extra_mb": max(sampler.anon, status_mb("RssAnon")) - before,
         "extra_uss_mb": sampler.uss - before_uss,
         "model_mb": model_bytes(model) / 2**20,
         "loads": report.loads,
@@ -194,7 +182,7 @@ def run_worker(variant: str, folder: Path, quick: bool) -> dict:
     if variant == "compare_memory":
         return _compare(paths, quick)
     measured = variant == "layer_changes_memory"
-    before, before_uss = _status_mb("RssAnon"), _uss_mb()
+    before, before_uss = status_mb("RssAnon"), smaps_mb("Private_Clean", "Private_Dirty")
     sampler = _PeakSampler() if measured else None
     if sampler:
         sampler.start()
@@ -211,7 +199,7 @@ def run_worker(variant: str, folder: Path, quick: bool) -> dict:
         sampler.stop.set()
         sampler.join()
         out.update(
-            extra_mb=max(sampler.anon, _status_mb("RssAnon")) - before,
+            extra_mb=max(sampler.anon, status_mb("RssAnon")) - before,
             extra_uss_mb=sampler.uss - before_uss,
             peak_rss_file_mb=sampler.file,
         )

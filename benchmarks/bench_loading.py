@@ -28,7 +28,6 @@ import json
 import statistics
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -36,6 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
+from proc_memory import AnonPeakSampler, status_mb  # noqa: E402 (benchmarks/ is sys.path[0])
 from torch import nn  # noqa: E402
 
 from utils.notebook.panels import render_load_report  # noqa: E402
@@ -106,25 +106,6 @@ def make_checkpoint(path: Path, quick: bool) -> None:
 # --- worker side: one variant, one fresh process --------------------------------------------
 
 
-def _rss_anon_mb() -> float:
-    with open("/proc/self/status") as handle:
-        for line in handle:
-            if line.startswith("RssAnon:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-class _PeakSampler(threading.Thread):
-    def __init__(self) -> None:
-        super().__init__(daemon=True)
-        self.peak = _rss_anon_mb()
-        self.stop = threading.Event()
-
-    def run(self) -> None:
-        while not self.stop.wait(0.001):
-            self.peak = max(self.peak, _rss_anon_mb())
-
-
 def _floor(model: nn.Module, path: str) -> float:
     """mmap load + copy of each distinct tensor; returns the seconds the copy alone took."""
     weights = torch.load(path, map_location="cpu", weights_only=True, mmap=True)["model_state_dict"]
@@ -162,8 +143,8 @@ def _cell34_rest(model: nn.Module, path: str) -> float:
 
 def run_worker(variant: str, path: str, quick: bool) -> dict:
     model = build_model(quick)
-    before = _rss_anon_mb()
-    sampler = _PeakSampler()
+    before = status_mb("RssAnon")
+    sampler = AnonPeakSampler()
     sampler.start()
     result: dict = {}
     start = time.perf_counter()
@@ -178,7 +159,7 @@ def run_worker(variant: str, path: str, quick: bool) -> dict:
     result["seconds"] = time.perf_counter() - start
     sampler.stop.set()
     sampler.join()
-    result["extra_mb"] = max(sampler.peak, _rss_anon_mb()) - before
+    result["extra_mb"] = max(sampler.peak, status_mb("RssAnon")) - before
     if variant == "ours_verify":
         assert report.verified, report.warnings
         start = time.perf_counter()

@@ -32,7 +32,6 @@ import shutil
 import statistics
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -40,6 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
+from proc_memory import AnonPeakSampler, smaps_mb, status_mb  # noqa: E402 (benchmarks/ is sys.path[0])
 
 from utils.model import GPT, GPTConfig  # noqa: E402
 from utils.training.engine import load_model_weights, save_checkpoint, scan_checkpoints  # noqa: E402
@@ -122,37 +122,10 @@ def make_mixed_folder(folder: Path, files: dict[str, Path], quick: bool) -> Path
 # --- worker side: one load, one fresh process ------------------------------------------------------
 
 
-def _status_mb(field: str) -> float:
-    with open("/proc/self/status") as handle:
-        for line in handle:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def _private_dirty_mb() -> float:
-    with open("/proc/self/smaps_rollup") as handle:
-        for line in handle:
-            if line.startswith("Private_Dirty:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-class _PeakSampler(threading.Thread):
-    def __init__(self) -> None:
-        super().__init__(daemon=True)
-        self.peak = _status_mb("RssAnon")
-        self.stop = threading.Event()
-
-    def run(self) -> None:
-        while not self.stop.wait(0.001):
-            self.peak = max(self.peak, _status_mb("RssAnon"))
-
-
 def run_worker(path: str, quick: bool) -> dict:
     model = our_model(quick)
-    anon, dirty = _status_mb("RssAnon"), _private_dirty_mb()
-    sampler = _PeakSampler()
+    anon, dirty = status_mb("RssAnon"), smaps_mb("Private_Dirty")
+    sampler = AnonPeakSampler()
     sampler.start()
     start = time.perf_counter()
     report = load_model_weights(model, path, device="cpu")
@@ -162,8 +135,8 @@ def run_worker(path: str, quick: bool) -> dict:
     assert report.verified, report.warnings
     return {
         "seconds": seconds,
-        "extra_mb": max(sampler.peak, _status_mb("RssAnon")) - anon,
-        "dirty_mb": _private_dirty_mb() - dirty,
+        "extra_mb": max(sampler.peak, status_mb("RssAnon")) - anon,
+        "dirty_mb": smaps_mb("Private_Dirty") - dirty,
         "kind": report.kind,
     }
 

@@ -8,8 +8,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from utils.model import GPT, config_for_preset
 from utils.training.engine.checkpoint import save_checkpoint
 from utils.training.engine.naming import checkpoint_filename
+from utils.training.optim import build_optimizer
 
 BASE_TIME = dt.datetime(2025, 11, 22, 6, 0, 0)
 
@@ -66,3 +68,14 @@ def write_legacy(
     }
     torch.save(legacy, path)
     return path
+
+
+def tiny_gpt_after_one_step() -> tuple[nn.Module, torch.optim.Optimizer]:
+    """A tiny GPT (lm_head tied to wte) and AdamW after one step: the state a save copies."""
+    torch.manual_seed(0)
+    model = GPT(config_for_preset("tiny"))
+    optimizer = build_optimizer(model, 1e-3, 0.1)
+    x = torch.randint(256, (2, 16))
+    model(x, x)[1].backward()
+    optimizer.step()
+    return model, optimizer

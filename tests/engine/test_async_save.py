@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.engine.helpers import tiny_gpt_after_one_step
 from tests.reliability.filesystems import failing_write
-from utils.model import GPT, config_for_preset
 from utils.training.engine.async_save import (
     BackgroundWriter,
     default_writer,
@@ -25,7 +25,6 @@ from utils.training.engine.checkpoint import save_checkpoint
 from utils.training.engine.errors import CheckpointSaveError
 from utils.training.engine.naming import is_temporary_file
 from utils.training.engine.recovery import list_checkpoints
-from utils.training.optim import build_optimizer
 
 WHEN = dt.datetime(2025, 11, 22, 6, 54, 55)
 METRICS = {"train_loss": 1.0, "val_loss": 1.1, "learning_rate": 1e-3}
@@ -33,13 +32,7 @@ METRICS = {"train_loss": 1.0, "val_loss": 1.1, "learning_rate": 1e-3}
 
 @pytest.fixture
 def trained():
-    torch.manual_seed(0)
-    model = GPT(config_for_preset("tiny"))
-    optimizer = build_optimizer(model, 1e-3, 0.1)
-    x = torch.randint(256, (2, 16))
-    model(x, x)[1].backward()
-    optimizer.step()
-    return model, optimizer
+    return tiny_gpt_after_one_step()
 
 
 def _save(folder, model, optimizer, step=1, **kwargs):

@@ -7,21 +7,13 @@ import collections
 import pytest
 import torch
 
-from utils.model import GPT, config_for_preset
+from tests.engine.helpers import tiny_gpt_after_one_step
 from utils.training.engine.snapshot import HostSnapshot, state_nbytes
-from utils.training.optim import build_optimizer
 
 
 @pytest.fixture
 def trained():
-    """A tiny GPT (lm_head tied to wte) and AdamW after one step: the state a save copies."""
-    torch.manual_seed(0)
-    model = GPT(config_for_preset("tiny"))
-    optimizer = build_optimizer(model, 1e-3, 0.1)
-    x = torch.randint(256, (2, 16))
-    model(x, x)[1].backward()
-    optimizer.step()
-    return model, optimizer
+    return tiny_gpt_after_one_step()
 
 
 def _step(model, optimizer):
